@@ -1,0 +1,301 @@
+"""Checkpoints as forked children: take, park, rewind. The only caller of ``os.fork``.
+
+A checkpoint is ``fork()``: the parent goes on as the head, the child parks on its own
+connection to the controller. Asked to, a parked child forks again and that fork becomes the
+new head, continuing from the exact point ``take()`` was called. A forked child leaves in only
+two ways: it becomes the head (``take`` returns ``None`` in it), or ``os._exit``.
+
+OS facts relied on:
+
+* fork shares open file descriptions, so a head reading on moves the offsets a checkpoint
+  sees; offsets of regular files open for reading are recorded before the fork and set back
+  in a new head (write-only and append-mode files keep their offset: output goes on).
+* CPython reseeds ``random`` in every forked child (an at-fork hook); the state is saved
+  before the fork and put back in a new head, so a rewound run draws the same numbers.
+* Buffered stdio and logging handlers are flushed before the fork, or their buffers would
+  be written twice (once by the head, once more by every head forked from the checkpoint).
+* A parked child is in its own process group, so Ctrl-C at the terminal never reaches it,
+  and EOF on its connection means the controller is gone: it exits at once.
+* A new head is a grandchild of the checkpoint whose parent exits at once, so the head is
+  reparented to the controller (a child subreaper): the controller reaps it and learns how it
+  died. Only then is PR_SET_PDEATHSIG set, so the head dies with the controller.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import stat
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from forkpoint.channel import Channel, connect
+from forkpoint.protocol import PROTOCOL_VERSION
+
+__all__ = ["activate", "active", "channel", "notify", "take"]
+
+_PR_SET_PDEATHSIG = 1
+_NVIDIA_MAJOR = 195
+
+
+@dataclass
+class _Link:
+    socket_path: str
+    controller_pid: int
+    channel: Channel
+
+
+_link: _Link | None = None
+_children: list[int] = []
+_told: set[str] = set()
+
+
+@dataclass
+class _Saved:
+    """What a new head puts back: state that fork does not keep or that the head moved on."""
+
+    offsets: list[tuple[int, int, int, int]]
+    rng: Any
+    sigint: Any
+
+
+def active() -> bool:
+    """True in a process run by a forkpoint controller."""
+    return _link is not None
+
+
+def channel() -> Channel:
+    if _link is None:
+        raise RuntimeError("not connected to a forkpoint controller")
+    return _link.channel
+
+
+def activate(socket_path: str, controller_pid: int) -> None:
+    """Connect this process (the first head) to its controller."""
+    global _link
+    _die_with(controller_pid)
+    ch = connect(socket_path)
+    _link = _Link(socket_path, controller_pid, ch)
+    ch.send({"op": "hello", "role": "head", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": None})
+
+
+def notify(text: str, once: str | None = None) -> None:
+    """Send a notice for the front end to show; with ``once``, at most once per key."""
+    if once is not None:
+        if once in _told:
+            return
+        _told.add(once)
+    if _link is not None:
+        _link.channel.send({"op": "notice", "text": text})
+
+
+def take(label: str | None = None, at_rest: bool = False) -> int | None:
+    """Fork a checkpoint. Returns its pid in the head, ``None`` in a head rewound to it."""
+    if _link is None:
+        return -1
+    _reap_children()
+    offsets = _scan_fds()
+    _warn_threads()
+    rng = sys.modules["random"].getstate() if "random" in sys.modules else None
+    saved = _Saved(offsets, rng, signal.getsignal(signal.SIGINT))
+    _flush()
+    with warnings.catch_warnings():
+        # 3.12+ warns on every fork with threads alive; _warn_threads says it once instead.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid:
+        _children.append(pid)
+        _link.channel.send({"op": "taken", "pid": pid, "label": label, "at_rest": at_rest})
+        return pid
+    try:
+        _park(saved)
+    except BaseException:  # a forked child never unwinds into user code
+        os._exit(70)
+    return None
+
+
+def _park(saved: _Saved) -> None:
+    """Run as a parked checkpoint; return only in a new head forked from it."""
+    assert _link is not None
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _link.channel.close()  # our copy of the head's connection
+    _children.clear()
+    ch = connect(_link.socket_path)
+    ch.send({"op": "hello", "role": "checkpoint", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": None})
+    while True:
+        msg = ch.recv()
+        if msg is None or msg["op"] == "exit":
+            os._exit(0)  # EOF: the controller is gone; no atexit, no temp dirs removed
+        if msg["op"] == "fork_head" and _fork_head(ch, msg["fg_pgid"], saved):
+            return
+        if msg["op"] == "probe":
+            _fork_probe(ch)
+
+
+def _fork_head(ch: Channel, fg_pgid: int, saved: _Saved) -> bool:
+    """Fork twice so the new head is reparented to the controller; True in that head."""
+    origin = os.getpid()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        middle = os.fork()
+        if middle:
+            os.waitpid(middle, 0)
+            return False
+        if os.fork():
+            os._exit(0)
+    _become_head(ch, fg_pgid, saved, origin)
+    return True
+
+
+def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
+    assert _link is not None
+    middle = os.getppid()
+    deadline = time.monotonic() + 10
+    while os.getppid() == middle and middle != _link.controller_pid:
+        if time.monotonic() > deadline:
+            os._exit(71)
+        time.sleep(0.0001)
+    _die_with(_link.controller_pid)
+    if os.getppid() != _link.controller_pid:
+        os._exit(72)  # not reparented to the controller: it is gone, or not a subreaper
+    ch.close()
+    try:
+        os.setpgid(0, fg_pgid)  # join the terminal's foreground group: Ctrl-C and input() work
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, saved.sigint)
+    _restore_offsets(saved.offsets)
+    if saved.rng is not None:
+        sys.modules["random"].setstate(saved.rng)
+    new = connect(_link.socket_path)
+    _link.channel = new
+    new.send({"op": "hello", "role": "head", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": origin})
+
+
+def _fork_probe(ch: Channel) -> None:
+    """Answer a probe from a throwaway fork, so the checkpoint itself stays untouched."""
+    from forkpoint.agent import namespace
+
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:
+        main = sys.modules["__main__"].__dict__
+        ch.send({"op": "summary", "names": namespace.fingerprints(main)})
+    finally:
+        os._exit(0)
+
+
+def _die_with(controller_pid: int) -> None:
+    """Ask the kernel to SIGKILL us when our parent, the controller, dies."""
+    if os.getppid() != controller_pid:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != controller_pid:  # it died before the prctl took effect
+        os._exit(0)
+
+
+def _reap_children() -> None:
+    """Reap checkpoints of ours that the controller evicted (they are our children)."""
+    for pid in list(_children):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _children.remove(pid)
+
+
+def _scan_fds() -> list[tuple[int, int, int, int]]:
+    """Offsets of open regular files; also notices an initialised CUDA context."""
+    offsets = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and _rewinds_offset(fd):
+                offsets.append((fd, st.st_dev, st.st_ino, os.lseek(fd, 0, os.SEEK_CUR)))
+            elif stat.S_ISCHR(st.st_mode) and _is_nvidia(fd, st):
+                _warn_cuda()
+        except OSError:
+            continue
+    return offsets
+
+
+def _rewinds_offset(fd: int) -> bool:
+    """Files opened for reading get their offset back; output files (stdout redirected to a
+    log, write-only or append mode) keep going forward, or a rewind would overwrite output."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    return not (flags & os.O_APPEND) and flags & os.O_ACCMODE != os.O_WRONLY
+
+
+def _is_nvidia(fd: int, st: os.stat_result) -> bool:
+    if os.major(st.st_rdev) == _NVIDIA_MAJOR:
+        return True
+    if os.major(st.st_rdev) in (1, 4, 5, 136):  # mem (null, zero), ttys, ptys: the common case
+        return False
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/nvidia")
+    except OSError:
+        return False
+
+
+def _warn_cuda() -> None:
+    with open("/proc/self/maps") as maps:
+        if "libcuda.so" not in maps.read():
+            return
+    notify(
+        "this process has initialised CUDA: a rewound head cannot use CUDA (device memory and "
+        "the driver's context are not copied by fork); see docs/architecture.md, 'CUDA'.",
+        once="cuda",
+    )
+
+
+def _warn_threads() -> None:
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:
+        names = ", ".join(sorted(others))
+        notify(
+            f"threads {names} are running: checkpoints hold only the thread that takes them, "
+            "so a rewound head runs without them.",
+            once=f"threads:{names}",
+        )
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        for ref in list(getattr(logging, "_handlerList", [])):
+            handler = ref()
+            try:
+                if handler is not None:
+                    handler.flush()
+            except Exception:
+                pass
+
+
+def _restore_offsets(offsets: list[tuple[int, int, int, int]]) -> None:
+    for fd, dev, ino, pos in offsets:
+        try:
+            st = os.fstat(fd)
+            if st.st_dev == dev and st.st_ino == ino:
+                os.lseek(fd, pos, os.SEEK_SET)
+        except OSError:
+            pass

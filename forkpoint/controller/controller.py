@@ -1,0 +1,618 @@
+"""The controller engine: one head, a tree of parked checkpoints, and the socket they share.
+
+Flow of one input: ``execute`` sends ``exec`` to the head; the head runs it, forks a
+checkpoint (announcing it with ``taken`` on its own connection, so checkpoints are numbered
+in the order they were taken) and replies ``result``. The forked checkpoint connects on its
+own and says ``hello``; its connection is matched to the tree node by the pid the kernel
+reports for it (SO_PEERCRED). A failed input is rolled back by replacing the head with a
+fork of the checkpoint before it.
+
+Errors the user can act on are ``ForkpointError``; everything else is an internal error.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from forkpoint import paths
+from forkpoint.channel import Channel, listen, peer_credentials, private_dir
+from forkpoint.controller import memory
+from forkpoint.controller.processes import Reaper, describe_status, is_alive, kill, make_subreaper, spawn
+from forkpoint.errors import ForkpointError, ProtocolError
+from forkpoint.protocol import PROTOCOL_VERSION, Message
+from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
+
+__all__ = ["Change", "Controller", "Event", "ExecResult", "MemoryReport", "Rewound"]
+
+HELLO_TIMEOUT = 30.0
+MEASURE_EVERY = 1.0  # seconds between memory measurements of all checkpoints
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the front end should tell the user: kind is notice, died, evicted or interrupt."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How an input ended. status: ok, error, interrupted, died or exit."""
+
+    status: str
+    checkpoint: int | None = None
+    traceback: str | None = None
+    exit_code: int | None = None
+    rolled_back_to: int | None = None
+    death: str | None = None
+
+
+@dataclass(frozen=True)
+class Rewound:
+    checkpoint: int
+    continued: ExecResult | None  # set when the checkpoint was mid-input: the rest ran
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    kind: str  # added, removed, changed
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    head: memory.ProcessMemory | None
+    checkpoints: dict[int, memory.ProcessMemory]
+    budget: int
+    max_checkpoints: int
+    total_ram: int
+    available_ram: int
+
+    @property
+    def held(self) -> int:
+        return sum(m.uss + m.page_tables for m in self.checkpoints.values())
+
+
+@dataclass
+class _Head:
+    pid: int
+    channel: Channel
+    gone: bool = False
+
+
+@dataclass
+class _Arrival:
+    hello: Message
+    channel: Channel
+
+
+@dataclass
+class _Options:
+    python: str
+    memory_budget: int
+    max_checkpoints: int
+    stdio: tuple[int, int, int] | None
+    reap_everything: bool
+
+
+@dataclass
+class _State:
+    base: int | None = None  # the checkpoint whose state the head holds, None while running
+    tip: int | None = None  # the latest checkpoint on the running head's line
+    source: str = ""
+    inputs: int = 0
+    history: list[int] = field(default_factory=list)
+    interrupts: int = 0
+    reply: Message | None = None
+    measured: float = 0.0
+
+
+def default_budget() -> int:
+    """Half of the RAM: checkpoints only hold what the head changed since, so this is a lot."""
+    return memory.physical_memory()[0] // 2
+
+
+class Controller:
+    """Runs one head and its checkpoints. Use as a context manager, or call start/close."""
+
+    def __init__(
+        self,
+        *,
+        python: str | None = None,
+        memory_budget: int | None = None,
+        max_checkpoints: int = 200,
+        stdio: tuple[int, int, int] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        reap_everything: bool = False,
+    ) -> None:
+        self.options = _Options(
+            python or sys.executable,
+            memory_budget if memory_budget is not None else default_budget(),
+            max(2, max_checkpoints),
+            stdio,
+            reap_everything,
+        )
+        self.tree = CheckpointTree()
+        self.events: list[Event] = []
+        self._on_event = on_event or self.events.append
+        self._state = _State()
+        self._reaper = Reaper(reap_everything)
+        self._head: _Head | None = None
+        self._channels: dict[int, Channel] = {}
+        self._arrivals: dict[int, _Arrival] = {}
+        self._listener: socket.socket | None = None
+        self._rundir: str | None = None
+        self.socket_path = ""
+
+    # ----------------------------------------------------------------- life cycle
+
+    def __enter__(self) -> Controller:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the first head and take checkpoint 0, the fresh interpreter."""
+        make_subreaper()
+        self._rundir = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=private_dir(paths.runtime_root()))
+        self.socket_path = os.path.join(self._rundir, "control.sock")
+        self._listener = listen(self.socket_path)
+        env = dict(os.environ, FORKPOINT_SOCKET=self.socket_path, FORKPOINT_CONTROLLER=str(os.getpid()))
+        if os.path.realpath(self.options.python) != os.path.realpath(sys.executable):
+            here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(here), env.get("PYTHONPATH")]))
+        argv = [self.options.python, "-m", "forkpoint.agent"]
+        try:
+            pid = spawn(argv, env, self.options.stdio)
+        except OSError as exc:
+            raise ForkpointError(f"cannot start {self.options.python}: {exc.strerror}.") from None
+        self._reaper.watch(pid)
+        arrival = self._await_arrival(lambda h: h["role"] == "head" and h["pid"] == pid, HELLO_TIMEOUT, pid)
+        self._head = _Head(pid, arrival.channel)
+        result = self.execute("")
+        if result.status != "ok":
+            raise ForkpointError("the Python process did not start.", result.traceback or result.death)
+
+    def close(self) -> None:
+        """Stop every agent and remove the runtime dir; leaves no process behind."""
+        agents = [n.pid for n in self.tree.alive()]
+        for ch in list(self._channels.values()) + [a.channel for a in self._arrivals.values()]:
+            ch.close()  # EOF: a parked checkpoint exits at once
+        self._channels.clear()
+        self._arrivals.clear()
+        self._kill_head()
+        for node in self.tree.alive():
+            node.alive = False
+        deadline = time.monotonic() + 2.0
+        while any(is_alive(pid) for pid in agents) and time.monotonic() < deadline:
+            self._reaper.reap()
+            time.sleep(0.005)
+        for pid in agents:
+            if is_alive(pid):
+                kill(pid)
+        if self.options.reap_everything:
+            self._kill_descendants()
+        self._reaper.reap()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._rundir is not None:
+            shutil.rmtree(self._rundir, ignore_errors=True)
+            self._rundir = None
+
+    def _kill_descendants(self) -> None:
+        """Processes the user's code started are reparented to us; none may outlive the tool."""
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        deadline = time.monotonic() + 2.0
+        while psutil.Process().children() and time.monotonic() < deadline:
+            self._reaper.reap()
+            time.sleep(0.005)
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def current(self) -> int:
+        """The checkpoint whose state the head holds (or last passed, while it runs)."""
+        state = self._state
+        value = state.base if state.base is not None else state.tip
+        return value if value is not None else 0
+
+    @property
+    def head_pid(self) -> int | None:
+        return self._head.pid if self._head else None
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Live checkpoints, oldest first, with freshly measured memory."""
+        self._measure(force=True)
+        return sorted(self.tree.alive(), key=lambda n: n.id)
+
+    def memory(self) -> MemoryReport:
+        total, available = memory.physical_memory()
+        per = {}
+        for node in self.tree.alive():
+            measured = memory.measure(node.pid)
+            if measured is not None:
+                per[node.id] = measured
+                node.memory = measured.uss + measured.page_tables
+        head = memory.measure(self._head.pid) if self._head else None
+        return MemoryReport(head, per, self.options.memory_budget, self.options.max_checkpoints, total, available)
+
+    # ----------------------------------------------------------------- inputs
+
+    def execute(self, code: str) -> ExecResult:
+        """Run one input in the head; on success it becomes a new checkpoint, else rolled back."""
+        head = self._require_head()
+        state = self._state
+        previous = state.base
+        state.inputs += 1
+        state.source = code
+        state.tip = previous
+        state.base = None
+        state.interrupts = 0
+        filename = f"<input-{state.inputs}>"
+        if not head.channel.send({"op": "exec", "code": code, "filename": filename}):
+            head.gone = True
+        result = self._finish_input()
+        if result.status == "ok" and previous is not None:
+            state.history.append(previous)
+        return result
+
+    def _finish_input(self) -> ExecResult:
+        state = self._state
+        reply = self._await_reply("result")
+        if reply is None:
+            death = self._bury_head()
+            target = self._restore_head(self.tree.at_rest_base(self.current))
+            self._emit("died", f"the head {death}; rewound to [{target}]")
+            return ExecResult("died", death=death, rolled_back_to=target)
+        status = reply["status"]
+        if status == "ok":
+            state.base = state.tip
+            self._enforce_budget()
+            return ExecResult("ok", checkpoint=state.base)
+        if status == "exit":
+            state.base = state.tip
+            return ExecResult("exit", exit_code=reply["exit_code"])
+        target = self._restore_head(self.tree.at_rest_base(self.current))
+        return ExecResult(status, traceback=reply["traceback"], rolled_back_to=target)
+
+    def interrupt(self) -> None:
+        """Send Ctrl-C's SIGINT to the head (the terminal does it itself for a shell's head)."""
+        if self._head is not None:
+            kill(self._head.pid, signal.SIGINT)
+
+    def complete(self, text: str) -> list[str]:
+        """Completions computed in the head from its live namespace."""
+        head = self._require_head()
+        if not head.channel.send({"op": "complete", "text": text}):
+            return []
+        reply = self._await_reply("completions", timeout=5.0)
+        return [str(item) for item in reply["items"]] if reply else []
+
+    def evaluate(self, expr: str) -> tuple[bool, str]:
+        """repr() of an expression in the head, without echo or checkpoint."""
+        head = self._require_head()
+        if not head.channel.send({"op": "eval", "expr": expr}):
+            head.gone = True
+        reply = self._await_reply("value")
+        if reply is None:
+            raise ForkpointError(f"the head {self._describe_lost_head()}.")
+        return bool(reply["ok"]), str(reply["text"])
+
+    # ----------------------------------------------------------------- moving around
+
+    def rewind(self, ref: str | int) -> Rewound:
+        """Replace the head with a fork of checkpoint ``ref`` (id, -N or label)."""
+        node = self.tree.resolve(str(ref), self.current)
+        before = self._state.base
+        continued = self._replace_head(node)
+        if before is not None:
+            self._state.history.append(before)
+        return Rewound(node.id, continued)
+
+    def undo(self) -> Rewound:
+        """Go back to where the head was before the last input or rewind."""
+        history = self._state.history
+        while history:
+            cid = history.pop()
+            if self.tree[cid].alive:
+                return Rewound(cid, self._replace_head(self.tree[cid]))
+        raise ForkpointError("there is nothing to undo.")
+
+    def label(self, name: str, ref: str | None = None) -> Checkpoint:
+        name = name.strip()
+        if not name or name.isdigit() or (name.startswith("-") and name[1:].isdigit()):
+            raise ForkpointError(f"{name!r} cannot be a label.", "use a name that is not a number")
+        node = self.tree.resolve(ref, self.current) if ref else self.tree[self.current]
+        node.label = name
+        return node
+
+    def diff(self, a: str | int, b: str | int) -> list[Change]:
+        """Names whose values differ between two checkpoints."""
+        left = self._summary(self.tree.resolve(str(a), self.current))
+        right = self._summary(self.tree.resolve(str(b), self.current))
+        changes = []
+        for name in sorted(set(left) | set(right)):
+            x, y = left.get(name), right.get(name)
+            if x is None and y is not None:
+                changes.append(Change(name, "added", None, y["preview"]))
+            elif y is None and x is not None:
+                changes.append(Change(name, "removed", x["preview"], None))
+            elif x is not None and y is not None and (x["digest"], x["type"]) != (y["digest"], y["type"]):
+                changes.append(Change(name, "changed", x["preview"], y["preview"]))
+        return changes
+
+    def _summary(self, node: Checkpoint) -> dict[str, dict[str, str]]:
+        ch = self._checkpoint_channel(node)
+        if not ch.send({"op": "probe"}):
+            self._lost_checkpoint(node)
+        try:
+            reply = ch.recv(timeout=120)
+        except TimeoutError:
+            raise ForkpointError(f"checkpoint [{node.id}] did not answer in 120 s.") from None
+        if reply is None:
+            self._lost_checkpoint(node)
+        if reply["op"] != "summary":
+            raise ProtocolError(f"expected summary, got {reply['op']}")
+        return {str(k): v for k, v in reply["names"].items() if isinstance(v, dict)}
+
+    # ----------------------------------------------------------------- head replacement
+
+    def _replace_head(self, target: Checkpoint) -> ExecResult | None:
+        """Kill the head and fork a new one from ``target``; run on if it was mid-input."""
+        self._kill_head()
+        self._spawn_head_from(target)
+        state = self._state
+        state.tip = target.id
+        if target.at_rest:
+            state.base = target.id
+            return None
+        state.base = None
+        state.source = target.source
+        state.interrupts = 0
+        return self._finish_input()
+
+    def _restore_head(self, cid: int) -> int:
+        """Put a head back at ``cid`` or, if that checkpoint is gone, the nearest ancestor."""
+        self._kill_head()
+        for aid in self.tree.ancestors(cid):
+            node = self.tree[aid]
+            if not node.alive or not node.at_rest:
+                continue
+            try:
+                self._spawn_head_from(node)
+            except ForkpointError:
+                continue
+            self._state.base = self._state.tip = aid
+            return aid
+        raise ForkpointError("every checkpoint on this branch is gone; nothing to rewind to.")
+
+    def _spawn_head_from(self, node: Checkpoint) -> None:
+        ch = self._checkpoint_channel(node)
+        if not ch.send({"op": "fork_head", "fg_pgid": os.getpgrp()}):
+            self._lost_checkpoint(node)
+        try:
+            arrival = self._await_arrival(
+                lambda h: h["role"] == "head" and h["origin"] == node.pid, HELLO_TIMEOUT, node.pid
+            )
+        except ForkpointError:
+            self._lost_checkpoint(node)
+        pid = int(arrival.hello["pid"])
+        self._reaper.watch(pid)
+        self._head = _Head(pid, arrival.channel)
+
+    def _kill_head(self) -> None:
+        head, self._head = self._head, None
+        if head is None:
+            return
+        kill(head.pid)
+        head.channel.close()
+        self._reaper.wait(head.pid, 2.0)
+
+    def _bury_head(self) -> str:
+        """The head is gone: reap it and say how it died."""
+        assert self._head is not None
+        head, self._head = self._head, None
+        head.channel.close()
+        if is_alive(head.pid):  # closed its connection but lives on: not a head any more
+            kill(head.pid)
+        return describe_status(self._reaper.wait(head.pid, 5.0))
+
+    def _describe_lost_head(self) -> str:
+        return self._bury_head() if self._head is not None else "is gone"
+
+    def _require_head(self) -> _Head:
+        if self._head is None or self._head.gone or not is_alive(self._head.pid):
+            if self._head is not None:
+                death = self._bury_head()
+                target = self._restore_head(self.current)
+                self._emit("died", f"the head {death}; rewound to [{target}]")
+            else:
+                self._restore_head(self.current)
+        assert self._head is not None
+        return self._head
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _checkpoint_channel(self, node: Checkpoint) -> Channel:
+        if not node.alive:
+            raise ForkpointError(f"checkpoint [{node.id}] was evicted.")
+        ch = self._channels.get(node.id)
+        if ch is None:
+            arrival = self._await_arrival(
+                lambda h: h["role"] == "checkpoint" and h["pid"] == node.pid, HELLO_TIMEOUT, node.pid
+            )
+            ch = self._channels[node.id] = arrival.channel
+        return ch
+
+    def _lost_checkpoint(self, node: Checkpoint) -> None:
+        node.alive = False
+        ch = self._channels.pop(node.id, None)
+        if ch is not None:
+            ch.close()
+        raise ForkpointError(f"checkpoint [{node.id}] is gone (its process ended).")
+
+    def _on_taken(self, msg: Message) -> None:
+        state = self._state
+        node = self.tree.add(state.tip, int(msg["pid"]), state.source, msg["label"], bool(msg["at_rest"]))
+        state.tip = node.id
+        self._reaper.watch(node.pid)
+        if len(self.tree.alive()) > self.options.max_checkpoints:
+            self._enforce_budget()
+
+    def _measure(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._state.measured < MEASURE_EVERY:
+            return
+        self._state.measured = now
+        for node in self.tree.alive():
+            measured = memory.measure(node.pid)
+            if measured is not None:
+                node.memory = measured.uss + measured.page_tables
+
+    def _enforce_budget(self) -> None:
+        self._measure()
+        evict = choose_evictions(self.tree, self.current, self.options.memory_budget, self.options.max_checkpoints)
+        for cid in evict:
+            node = self.tree[cid]
+            node.alive = False
+            ch = self._channels.pop(cid, None) or self._take_arrival(node.pid)
+            if ch is not None:
+                ch.send({"op": "exit"})
+                ch.close()
+            else:
+                kill(node.pid)
+        if evict:
+            ids = ", ".join(f"[{cid}]" for cid in evict)
+            self._emit("evicted", f"evicted {ids} to stay within the memory budget")
+
+    def _take_arrival(self, pid: int) -> Channel | None:
+        arrival = self._arrivals.pop(pid, None)
+        return arrival.channel if arrival else None
+
+    # ----------------------------------------------------------------- the event loop
+
+    def _await_reply(self, op: str, timeout: float | None = None) -> Message | None:
+        """Pump until the head replies with ``op``; None if the head died first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        state = self._state
+        while True:
+            if state.reply is not None:
+                reply, state.reply = state.reply, None
+                if reply["op"] != op:
+                    raise ProtocolError(f"expected {op}, got {reply['op']}")
+                return reply
+            if self._head is None or self._head.gone:
+                return None
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            try:
+                self._pump(0.2)
+            except KeyboardInterrupt:
+                self._on_ctrl_c()
+
+    def _on_ctrl_c(self) -> None:
+        head = self._head
+        if head is None:
+            return
+        self._state.interrupts += 1
+        if self._state.interrupts == 1:
+            if _pgid(head.pid) != os.getpgrp():
+                kill(head.pid, signal.SIGINT)  # not on our terminal's foreground group
+            self._emit("interrupt", "interrupting; press Ctrl-C again to kill the head and roll back")
+        else:
+            kill(head.pid)
+
+    def _await_arrival(self, match: Callable[[Message], bool], timeout: float, watch: int) -> _Arrival:
+        deadline = time.monotonic() + timeout
+        while True:
+            for pid, arrival in list(self._arrivals.items()):
+                if match(arrival.hello):
+                    return self._arrivals.pop(pid)
+            if time.monotonic() > deadline or not is_alive(watch):
+                self._reaper.reap()
+                raise ForkpointError(f"process {watch} did not connect to the controller.")
+            self._pump(0.05)
+
+    def _pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for anything: new connections, messages from the head."""
+        assert self._listener is not None
+        head = self._head
+        readers: list[socket.socket] = [self._listener]
+        if head is not None and not head.gone:
+            readers.append(head.channel.sock)
+        ready = select.select(readers, [], [], timeout)[0]
+        if self._listener in ready:
+            self._accept()
+        if head is not None and head.channel.sock in ready:
+            messages, eof = head.channel.read_ready()
+            for msg in messages:
+                self._on_head_message(msg)
+            head.gone = head.gone or eof
+        if head is not None and not ready and not is_alive(head.pid):
+            head.gone = True  # died while a child of its own still holds the connection open
+        self._reaper.reap()
+
+    def _on_head_message(self, msg: Message) -> None:
+        op = msg["op"]
+        if op == "taken":
+            self._on_taken(msg)
+        elif op == "notice":
+            self._emit("notice", str(msg["text"]))
+        elif op in ("result", "completions", "value"):
+            self._state.reply = msg
+        else:
+            raise ProtocolError(f"head sent {op}")
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        sock, _ = self._listener.accept()
+        creds = peer_credentials(sock)
+        ch = Channel(sock)
+        if creds.uid != os.getuid():
+            self._emit("notice", f"refused a connection from uid {creds.uid} (pid {creds.pid})")
+            ch.close()
+            return
+        try:
+            hello = ch.recv(timeout=5.0)
+        except (TimeoutError, ProtocolError):
+            hello = None
+        if (
+            hello is None
+            or hello["op"] != "hello"
+            or hello["pid"] != creds.pid
+            or hello["version"] != PROTOCOL_VERSION
+        ):
+            ch.close()
+            return
+        self._arrivals[creds.pid] = _Arrival(hello, ch)
+
+    def _emit(self, kind: str, text: str) -> None:
+        self._on_event(Event(kind, text))
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return -1

@@ -1,0 +1,36 @@
+"""Where forkpoint keeps things, per the XDG base directory spec.
+
+* runtime (sockets): ``$XDG_RUNTIME_DIR/forkpoint``, else a private dir under the temp dir
+  named for the uid; each controller makes its own 0700 subdir there.
+* state (shell history): ``$XDG_STATE_HOME/forkpoint``, else ``~/.local/state/forkpoint``.
+* data (saved sessions): ``$XDG_DATA_HOME/forkpoint``, else ``~/.local/share/forkpoint``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+__all__ = ["data_dir", "runtime_root", "state_dir"]
+
+
+def _xdg(var: str, fallback: str) -> str:
+    value = os.environ.get(var, "")
+    # The spec says relative paths are invalid and must be ignored.
+    base = value if os.path.isabs(value) else os.path.expanduser(fallback)
+    return os.path.join(base, "forkpoint")
+
+
+def runtime_root() -> str:
+    value = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(value) and os.path.isdir(value):
+        return os.path.join(value, "forkpoint")
+    return os.path.join(tempfile.gettempdir(), f"forkpoint-{os.getuid()}")
+
+
+def state_dir() -> str:
+    return _xdg("XDG_STATE_HOME", "~/.local/state")
+
+
+def data_dir() -> str:
+    return _xdg("XDG_DATA_HOME", "~/.local/share")

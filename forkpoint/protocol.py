@@ -1,0 +1,93 @@
+"""Messages between the controller and the agents: framing, schema and version.
+
+A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON holding one
+object with an ``op`` field. Both sides check every message against ``SCHEMA`` before acting
+on it, so a confused or hostile peer produces a ``ProtocolError``, never a half-handled
+message. Nothing here unpickles: JSON carries only plain data.
+
+This module is imported by the agent, so it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from forkpoint.errors import ProtocolError
+
+__all__ = ["MAX_FRAME", "PROTOCOL_VERSION", "SCHEMA", "Message", "decode", "encode", "validate"]
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 64 * 1024 * 1024
+HEADER = struct.Struct(">I")
+
+Message = dict[str, Any]
+
+# op -> {field: accepted types}. Fields not listed are rejected, so typos fail loudly.
+_STR = (str,)
+_INT = (int,)
+_OPT_STR = (str, type(None))
+_OPT_INT = (int, type(None))
+SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    # agent -> controller
+    "hello": {"role": _STR, "pid": _INT, "version": _INT, "origin": _OPT_INT},
+    "taken": {"pid": _INT, "label": _OPT_STR, "at_rest": (bool,)},
+    "notice": {"text": _STR},
+    "result": {
+        "status": _STR,
+        "checkpoint_pid": _OPT_INT,
+        "traceback": _OPT_STR,
+        "exit_code": _OPT_INT,
+    },
+    "completions": {"items": (list,)},
+    "value": {"ok": (bool,), "text": _STR},
+    "summary": {"names": (dict,)},
+    # controller -> agent
+    "exec": {"code": _STR, "filename": _STR},
+    "eval": {"expr": _STR},
+    "complete": {"text": _STR},
+    "fork_head": {"fg_pgid": _INT},
+    "probe": {},
+    "exit": {},
+}
+
+
+def validate(msg: object) -> Message:
+    """Return ``msg`` if it is a well-formed message, else raise ``ProtocolError``."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"message is a {type(msg).__name__}, not an object")
+    op = msg.get("op")
+    fields = SCHEMA.get(op) if isinstance(op, str) else None
+    if fields is None:
+        raise ProtocolError(f"unknown op {op!r}")
+    for name, value in msg.items():
+        if name == "op":
+            continue
+        allowed = fields.get(name)
+        if allowed is None:
+            raise ProtocolError(f"{op}: unexpected field {name!r}")
+        # bool is an int subclass; keep them apart so a flag never passes as a pid.
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ProtocolError(f"{op}: field {name!r} has type {type(value).__name__}")
+    missing = [name for name, allowed in fields.items() if name not in msg and type(None) not in allowed]
+    if missing:
+        raise ProtocolError(f"{op}: missing {', '.join(missing)}")
+    return msg
+
+
+def encode(msg: Message) -> bytes:
+    """Frame one message; validates first so a bug shows at the sender."""
+    body = json.dumps(validate(msg), separators=(",", ":")).encode()
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"{msg['op']}: frame of {len(body)} bytes is too large")
+    return HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> Message:
+    """Parse and check one frame body."""
+    try:
+        msg = json.loads(body.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    return validate(msg)

@@ -1,0 +1,166 @@
+"""The checkpoint tree: pure data, no processes.
+
+Ids are small integers handed out in order and never reused within a controller's life;
+checkpoint 0 is the fresh interpreter. A checkpoint that was evicted stays in the tree (so
+lineage and ``:tree`` stay meaningful) but is no longer ``alive``.
+
+The eviction policy lives here too, as a pure function, so it is tested without forking.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from forkpoint.errors import ForkpointError
+
+__all__ = ["Checkpoint", "CheckpointTree", "choose_evictions"]
+
+# The current branch keeps this many recent checkpoints; older ones only at power-of-two depths.
+DENSE = 8
+
+
+@dataclass
+class Checkpoint:
+    id: int
+    parent: int | None
+    pid: int
+    source: str
+    label: str | None = None
+    at_rest: bool = True
+    created: float = field(default_factory=time.time)
+    alive: bool = True
+    memory: int | None = None  # bytes only this checkpoint holds (USS), when measured
+
+    @property
+    def title(self) -> str:
+        """One line saying what made this checkpoint."""
+        if self.id == 0:
+            return "(fresh interpreter)"
+        first = self.source.strip().splitlines()[0] if self.source.strip() else ""
+        more = " ..." if self.source.strip().count("\n") else ""
+        text = first + more
+        return text if self.at_rest else f"checkpoint() in: {text}"
+
+
+class CheckpointTree:
+    """All checkpoints of one controller, alive or evicted."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[int, Checkpoint] = {}
+        self._next = 0
+
+    def add(
+        self, parent: int | None, pid: int, source: str, label: str | None = None, at_rest: bool = True
+    ) -> Checkpoint:
+        if parent is not None and parent not in self.nodes:
+            raise KeyError(parent)
+        node = Checkpoint(self._next, parent, pid, source, label, at_rest)
+        self.nodes[node.id] = node
+        self._next += 1
+        return node
+
+    def __getitem__(self, cid: int) -> Checkpoint:
+        return self.nodes[cid]
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self.nodes
+
+    def alive(self) -> list[Checkpoint]:
+        return [n for n in self.nodes.values() if n.alive]
+
+    def by_pid(self, pid: int) -> Checkpoint | None:
+        for node in self.nodes.values():
+            if node.pid == pid and node.alive:
+                return node
+        return None
+
+    def children(self, cid: int) -> list[Checkpoint]:
+        return [n for n in self.nodes.values() if n.parent == cid]
+
+    def ancestors(self, cid: int) -> list[int]:
+        """``cid`` and its ancestors, nearest first."""
+        out = []
+        node: int | None = cid
+        while node is not None:
+            out.append(node)
+            node = self.nodes[node].parent
+        return out
+
+    def at_rest_base(self, cid: int) -> int:
+        """The nearest checkpoint at or above ``cid`` taken between inputs (not mid-input)."""
+        for aid in self.ancestors(cid):
+            if self.nodes[aid].at_rest:
+                return aid
+        return 0
+
+    def latest_with_label(self, label: str) -> Checkpoint | None:
+        found = [n for n in self.nodes.values() if n.label == label]
+        alive = [n for n in found if n.alive]
+        return (alive or found or [None])[-1]
+
+    def resolve(self, ref: str, current: int) -> Checkpoint:
+        """Turn ``ID``, ``-N`` or ``LABEL`` into a live checkpoint, or say clearly why not."""
+        ref = ref.strip()
+        if ref.startswith("-") and ref[1:].isdigit():
+            steps = int(ref[1:])
+            chain = self.ancestors(current)
+            if steps >= len(chain):
+                raise ForkpointError(
+                    f"[{current}] has only {len(chain) - 1} checkpoints before it, not {steps}."
+                )
+            node = self.nodes[chain[steps]]
+        elif ref.isdigit():
+            if int(ref) not in self.nodes:
+                raise ForkpointError(f"there is no checkpoint [{ref}].", ":checkpoints lists them")
+            node = self.nodes[int(ref)]
+        else:
+            found = self.latest_with_label(ref)
+            if found is None:
+                labels = sorted({n.label for n in self.nodes.values() if n.label})
+                hint = f"labels: {', '.join(labels)}" if labels else "no checkpoint has a label yet"
+                raise ForkpointError(f"no checkpoint is labelled {ref!r}.", hint)
+            node = found
+        if not node.alive:
+            raise ForkpointError(
+                f"checkpoint [{node.id}] was evicted to stay within the memory budget.",
+                "raise --memory-budget or --max-checkpoints, or label checkpoints to keep them",
+            )
+        return node
+
+
+def choose_evictions(
+    tree: CheckpointTree, current: int, budget: int, max_count: int
+) -> list[int]:
+    """Ids to evict so that at most ``max_count`` checkpoints hold at most ``budget`` bytes.
+
+    Kept whatever it costs: checkpoint 0, ``current`` and its at-rest base, and the latest
+    checkpoint of each label. The current branch keeps its ``DENSE`` most recent
+    checkpoints and, further back, those at power-of-two distances (recent dense, old
+    sparse). Evicted first: other branches, oldest first; then the thinned-out part of the
+    current branch, oldest first; then, only if still over, the sparse ones (oldest first).
+    """
+    alive = {n.id: n for n in tree.alive()}
+    protected = {0, current, tree.at_rest_base(current)}
+    for label in {n.label for n in alive.values() if n.label}:
+        latest = tree.latest_with_label(label)
+        if latest is not None:
+            protected.add(latest.id)
+    branch = [cid for cid in tree.ancestors(current) if cid in alive]
+    dense = set(branch[:DENSE])
+    sparse = {cid for depth, cid in enumerate(branch) if depth >= DENSE and depth & (depth - 1) == 0}
+    off_branch = sorted(cid for cid in alive if cid not in branch)
+    thinned = sorted(cid for cid in branch if cid not in dense and cid not in sparse)
+    order = off_branch + thinned + sorted(sparse) + sorted(dense)
+    order = [cid for cid in order if cid not in protected]
+
+    count = len(alive)
+    total = sum(n.memory or 0 for n in alive.values())
+    evict = []
+    for cid in order:
+        if count <= max_count and total <= budget:
+            break
+        evict.append(cid)
+        count -= 1
+        total -= alive[cid].memory or 0
+    return evict
