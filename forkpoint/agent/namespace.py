@@ -14,16 +14,21 @@ import re
 import types
 from typing import Any
 
-__all__ = ["complete", "fingerprints"]
+__all__ = ["complete", "completion_token", "fingerprints"]
 
 _TOKEN = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*\.?$|[A-Za-z_]?$")
 _PREVIEW = 60
 
 
+def completion_token(text: str) -> str:
+    """The dotted name at the end of ``text`` that completion replaces."""
+    match = _TOKEN.search(text)
+    return match.group(0) if match else ""
+
+
 def complete(text: str, ns: dict[str, Any]) -> list[str]:
     """Completions for the dotted name that ends ``text``, each the whole name."""
-    match = _TOKEN.search(text)
-    token = match.group(0) if match else ""
+    token = completion_token(text)
     if "." not in token:
         names = set(ns) | set(dir(builtins)) | set(keyword.kwlist)
         return sorted(n for n in names if n.startswith(token) and (token.startswith("_") or not n.startswith("_")))

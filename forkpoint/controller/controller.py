@@ -12,6 +12,7 @@ Errors the user can act on are ``ForkpointError``; everything else is an interna
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -19,7 +20,9 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -114,7 +117,9 @@ class _State:
     source: str = ""
     inputs: int = 0
     history: list[int] = field(default_factory=list)
-    interrupts: int = 0
+    interrupts: int = 0  # SIGINTs seen while an input runs
+    handled: int = 0  # of which acted on
+    interrupted_at: float = 0.0
     reply: Message | None = None
     measured: float = 0.0
 
@@ -268,7 +273,6 @@ class Controller:
         state.source = code
         state.tip = previous
         state.base = None
-        state.interrupts = 0
         filename = f"<input-{state.inputs}>"
         if not head.channel.send({"op": "exec", "code": code, "filename": filename}):
             head.gone = True
@@ -279,11 +283,15 @@ class Controller:
 
     def _finish_input(self) -> ExecResult:
         state = self._state
-        reply = self._await_reply("result")
+        state.interrupts = state.handled = 0
+        state.interrupted_at = 0.0
+        with _counting_sigint(state):
+            reply = self._await_reply("result")
         if reply is None:
             death = self._bury_head()
             target = self._restore_head(self.tree.at_rest_base(self.current))
-            self._emit("died", f"the head {death}; rewound to [{target}]")
+            if state.interrupts >= 2:
+                return ExecResult("interrupted", death="was killed after a second Ctrl-C", rolled_back_to=target)
             return ExecResult("died", death=death, rolled_back_to=target)
         status = reply["status"]
         if status == "ok":
@@ -526,20 +534,22 @@ class Controller:
                 return None
             if deadline is not None and time.monotonic() > deadline:
                 return None
-            try:
-                self._pump(0.2)
-            except KeyboardInterrupt:
+            self._pump(0.2)
+            if state.interrupts > state.handled:
+                state.handled = state.interrupts
                 self._on_ctrl_c()
+            elif state.interrupts == 1 and state.interrupted_at and time.monotonic() - state.interrupted_at > 1:
+                state.interrupted_at = 0.0
+                self._emit("interrupt", "the input does not stop; press Ctrl-C again to kill the head and roll back")
 
     def _on_ctrl_c(self) -> None:
         head = self._head
         if head is None:
             return
-        self._state.interrupts += 1
         if self._state.interrupts == 1:
             if _pgid(head.pid) != os.getpgrp():
                 kill(head.pid, signal.SIGINT)  # not on our terminal's foreground group
-            self._emit("interrupt", "interrupting; press Ctrl-C again to kill the head and roll back")
+            self._state.interrupted_at = time.monotonic()
         else:
             kill(head.pid)
 
@@ -609,6 +619,28 @@ class Controller:
 
     def _emit(self, kind: str, text: str) -> None:
         self._on_event(Event(kind, text))
+
+
+@contextlib.contextmanager
+def _counting_sigint(state: _State) -> Iterator[None]:
+    """While an input runs, Ctrl-C is the head's: the controller only counts it.
+
+    The terminal sends SIGINT to its whole foreground group, head and controller alike;
+    the head turns it into KeyboardInterrupt in user code, and a second one makes the
+    controller kill a head that does not stop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def count(signum: int, frame: object) -> None:
+        state.interrupts += 1
+
+    previous = signal.signal(signal.SIGINT, count)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _pgid(pid: int) -> int:

@@ -1,0 +1,102 @@
+"""The ``forkpoint`` command: subcommands, and the boundary where errors become exit codes.
+
+``ForkpointError`` prints its one sentence (and hint) and exits with its code; any other
+exception is an internal error: "internal error", the traceback, exit code 70.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+
+from forkpoint import __version__
+from forkpoint.errors import ForkpointError
+
+__all__ = ["main", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b|%)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, total: int | None = None) -> int:
+    """'4G', '512M', '1.5GiB', '25%' (of ``total``) -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ForkpointError(f"{text!r} is not a size.", "write it like 4G, 512M or 25%")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    if unit == "%":
+        if total is None:
+            raise ForkpointError(f"{text!r}: a percentage is not allowed here.")
+        return int(total * number / 100)
+    return int(number * _UNITS[unit[:1]])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forkpoint", description="Rewind a live Python process, edit, continue.")
+    parser.add_argument("--version", action="version", version=f"forkpoint {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shell = sub.add_parser("shell", help="a Python REPL whose every input is a checkpoint")
+    shell.add_argument("--python", help="the interpreter that runs your code (default: forkpoint's own)")
+    shell.add_argument(
+        "--memory-budget",
+        default="50%",
+        help="memory checkpoints may hold before old ones are evicted: 4G, 512M or a share of RAM (50%%)",
+    )
+    shell.add_argument("--max-checkpoints", type=int, default=200, help="most live checkpoints (default 200)")
+    shell.set_defaults(func=_cmd_shell)
+    return parser
+
+
+def _cmd_shell(args: argparse.Namespace) -> int:
+    from forkpoint.controller import Controller
+    from forkpoint.controller.memory import physical_memory
+    from forkpoint.shell.render import Renderer
+    from forkpoint.shell.repl import Shell
+
+    budget = parse_size(args.memory_budget, total=physical_memory()[0])
+    render = Renderer()
+    controller = Controller(
+        python=args.python,
+        memory_budget=budget,
+        max_checkpoints=args.max_checkpoints,
+        on_event=render.event,
+        reap_everything=True,
+    )
+    with controller:
+        return Shell(controller, render).run()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    # SIGHUP (terminal closed) and SIGTERM unwind through the controller's cleanup.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        return int(args.func(args))
+    except ForkpointError as exc:
+        print(f"forkpoint: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  ({exc.hint})", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        print("forkpoint: internal error:", file=sys.stderr)
+        traceback.print_exc()
+        log = os.environ.get("FORKPOINT_LOG_DIR")
+        if log:
+            print(f"logs are in {log}", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

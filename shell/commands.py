@@ -1,0 +1,101 @@
+"""The shell's ``:`` commands. Each is a function ``(shell, args) -> None`` found by name.
+
+A command's docstring's first line is its help text, so ``:help`` cannot go stale.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from forkpoint.errors import ForkpointError
+
+if TYPE_CHECKING:
+    from forkpoint.shell.repl import Shell
+
+__all__ = ["COMMANDS", "dispatch"]
+
+
+class Quit(Exception):
+    """Raised by :quit; the shell leaves its loop."""
+
+
+def cmd_checkpoints(shell: Shell, args: str) -> None:
+    """:checkpoints            list live checkpoints: id, parent, label, age, memory, input"""
+    shell.render.checkpoints(shell.controller.checkpoints(), shell.controller.current)
+
+
+def cmd_tree(shell: Shell, args: str) -> None:
+    """:tree                   show the checkpoint tree and where the head is"""
+    shell.render.tree(shell.controller.tree, shell.controller.current)
+
+
+def cmd_rewind(shell: Shell, args: str) -> None:
+    """:rewind ID|LABEL|-N     go back to a checkpoint (-N: N steps up the current branch)"""
+    if not args:
+        raise ForkpointError(":rewind needs a checkpoint.", "for example :rewind 3, :rewind -1 or :rewind LABEL")
+    shell.show_rewind(shell.controller.rewind(args))
+
+
+def cmd_undo(shell: Shell, args: str) -> None:
+    """:undo                   go back to where the head was before the last input or rewind"""
+    shell.show_rewind(shell.controller.undo())
+
+
+def cmd_label(shell: Shell, args: str) -> None:
+    """:label NAME [ID]        name a checkpoint (the current one by default)"""
+    parts = args.split()
+    if not parts or len(parts) > 2:
+        raise ForkpointError(":label needs a name.", "for example :label loaded")
+    node = shell.controller.label(parts[0], parts[1] if len(parts) > 1 else None)
+    shell.render.line(f"labelled [{node.id}] {node.label!r}", "info")
+
+
+def cmd_diff(shell: Shell, args: str) -> None:
+    """:diff A [B]             names whose values differ between A and B (B: the current one)"""
+    parts = args.split()
+    if not 1 <= len(parts) <= 2:
+        raise ForkpointError(":diff needs one or two checkpoints.", "for example :diff 2 5")
+    a = shell.controller.tree.resolve(parts[0], shell.controller.current).id
+    b = shell.controller.tree.resolve(parts[1], shell.controller.current).id if len(parts) > 1 else None
+    b = shell.controller.current if b is None else b
+    shell.render.diff(a, b, shell.controller.diff(a, b))
+
+
+def cmd_mem(shell: Shell, args: str) -> None:
+    """:mem                    memory of the head and of what checkpoints hold, and the budget"""
+    shell.render.memory(shell.controller.memory(), shell.controller.current)
+
+
+def cmd_help(shell: Shell, args: str) -> None:
+    """:help                   this list"""
+    shell.render.line("Every input that succeeds becomes a checkpoint; one that fails is rolled back.")
+    for func in dict.fromkeys(COMMANDS.values()):
+        shell.render.line("  " + (func.__doc__ or "").strip().splitlines()[0])
+
+
+def cmd_quit(shell: Shell, args: str) -> None:
+    """:quit                   leave; every forkpoint process ends (Ctrl-D does the same)"""
+    raise Quit
+
+
+COMMANDS: dict[str, Callable[[Shell, str], None]] = {
+    "checkpoints": cmd_checkpoints,
+    "cps": cmd_checkpoints,
+    "tree": cmd_tree,
+    "rewind": cmd_rewind,
+    "undo": cmd_undo,
+    "label": cmd_label,
+    "diff": cmd_diff,
+    "mem": cmd_mem,
+    "help": cmd_help,
+    "quit": cmd_quit,
+    "q": cmd_quit,
+}
+
+
+def dispatch(shell: Shell, line: str) -> None:
+    name, _, args = line.strip()[1:].partition(" ")
+    func = COMMANDS.get(name)
+    if func is None:
+        raise ForkpointError(f"there is no command :{name}.", ":help lists them")
+    func(shell, args.strip())

@@ -1,0 +1,142 @@
+"""Everything the shell shows: the only place in forkpoint that writes to the terminal.
+
+Colour is used only on a terminal and never when NO_COLOR is set (https://no-color.org).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TextIO
+
+from forkpoint.controller import Change, Event, ExecResult, MemoryReport
+from forkpoint.tree import Checkpoint, CheckpointTree
+
+__all__ = ["Renderer", "human_bytes", "human_age"]
+
+_STYLES = {"error": "31", "info": "36", "dim": "2", "warn": "33", "bold": "1"}
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def human_age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+class Renderer:
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.color = self.out.isatty() and "NO_COLOR" not in os.environ
+
+    def line(self, text: str = "", style: str | None = None) -> None:
+        if style and self.color:
+            text = f"\x1b[{_STYLES[style]}m{text}\x1b[0m"
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def event(self, event: Event) -> None:
+        style = {"notice": "warn", "died": "error", "evicted": "dim", "interrupt": "warn"}.get(event.kind)
+        self.line(f"forkpoint: {event.text}", style)
+
+    def error(self, message: str) -> None:
+        self.line(f"forkpoint: {message}", "error")
+
+    def result(self, result: ExecResult) -> None:
+        if result.traceback:
+            self.line(result.traceback.rstrip("\n"), "error")
+        if result.status == "died":
+            self.line(f"the head {result.death}; rewound to [{result.rolled_back_to}]", "error")
+        elif result.rolled_back_to is not None:
+            what = "interrupted; rolled back" if result.status == "interrupted" else "rolled back"
+            self.line(f"{what} to [{result.rolled_back_to}]", "info")
+
+    def checkpoints(self, nodes: list[Checkpoint], current: int) -> None:
+        now = time.time()
+        self.line(f"  {'ID':>4} {'PARENT':>6}  {'LABEL':<12} {'AGE':>5} {'MEMORY':>9}  INPUT", "bold")
+        for n in nodes:
+            mark = "*" if n.id == current else " "
+            parent = "" if n.parent is None else str(n.parent)
+            title = n.title if len(n.title) <= 48 else n.title[:45] + "..."
+            self.line(
+                f"{mark} {n.id:>4} {parent:>6}  {(n.label or ''):<12} {human_age(now - n.created):>5} "
+                f"{human_bytes(n.memory):>9}  {title}"
+            )
+
+    def tree(self, tree: CheckpointTree, current: int) -> None:
+        for text in tree_lines(tree, current):
+            self.line(text)
+
+    def diff(self, a: int, b: int, changes: list[Change]) -> None:
+        if not changes:
+            self.line(f"no names differ between [{a}] and [{b}]", "info")
+            return
+        for c in changes:
+            if c.kind == "added":
+                self.line(f"+ {c.name} = {c.after}")
+            elif c.kind == "removed":
+                self.line(f"- {c.name} (was {c.before})")
+            else:
+                self.line(f"~ {c.name}: {c.before} -> {c.after}")
+
+    def memory(self, report: MemoryReport, current: int) -> None:
+        head = report.head
+        if head is not None:
+            self.line(f"head: {human_bytes(head.rss)} resident, {human_bytes(head.uss)} its own")
+        self.line(
+            f"checkpoints: {len(report.checkpoints)} (at most {report.max_checkpoints}) holding "
+            f"{human_bytes(report.held)} of a {human_bytes(report.budget)} budget"
+        )
+        self.line(f"RAM: {human_bytes(report.available_ram)} available of {human_bytes(report.total_ram)}")
+        biggest = sorted(report.checkpoints.items(), key=lambda kv: -(kv[1].uss + kv[1].page_tables))[:5]
+        for cid, mem in biggest:
+            mark = "*" if cid == current else " "
+            self.line(
+                f"{mark} [{cid}] {human_bytes(mem.uss)} own pages + {human_bytes(mem.page_tables)} page tables",
+                "dim",
+            )
+
+
+def tree_lines(tree: CheckpointTree, current: int) -> list[str]:
+    """The tree with linear chains kept flat and only branches indented."""
+    lines: list[str] = []
+    stack: list[tuple[int, str, str]] = [(0, "", "")] if 0 in tree else []
+    while stack:
+        cid, lead, rest = stack.pop()
+        while True:
+            lines.append(lead + _node_text(tree[cid], current))
+            kids = sorted(c.id for c in tree.children(cid))
+            if len(kids) != 1:
+                break
+            cid, lead = kids[0], rest
+        for i, kid in reversed(list(enumerate(kids))):
+            last = i == len(kids) - 1
+            stack.append((kid, rest + ("└─" if last else "├─"), rest + ("  " if last else "│ ")))
+    return lines
+
+
+def _node_text(node: Checkpoint, current: int) -> str:
+    text = f"[{node.id}]"
+    if node.label:
+        text += f" ({node.label})"
+    text += f" {node.title}"
+    if not node.alive:
+        text += "  (evicted)"
+    if node.id == current:
+        text += "  <- head"
+    return text
