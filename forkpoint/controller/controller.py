@@ -199,6 +199,8 @@ class Controller:
             ch.close()  # EOF: a parked checkpoint exits at once
         self._channels.clear()
         self._arrivals.clear()
+        if self._head is not None:
+            self._kill_descendants(self._head.pid)
         self._kill_head()
         for node in self.tree.alive():
             node.alive = False
@@ -210,7 +212,7 @@ class Controller:
             if is_alive(pid):
                 kill(pid)
         if self.options.reap_everything:
-            self._kill_descendants()
+            self._kill_descendants(os.getpid())
         self._reaper.reap()
         if self._listener is not None:
             self._listener.close()
@@ -219,17 +221,21 @@ class Controller:
             shutil.rmtree(self._rundir, ignore_errors=True)
             self._rundir = None
 
-    def _kill_descendants(self) -> None:
-        """Processes the user's code started are reparented to us; none may outlive the tool."""
+    def _kill_descendants(self, pid: int) -> None:
+        """Processes the user's code started must not outlive the tool either."""
         import psutil
 
-        for child in psutil.Process().children(recursive=True):
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
             try:
                 child.kill()
             except psutil.Error:
                 pass
         deadline = time.monotonic() + 2.0
-        while psutil.Process().children() and time.monotonic() < deadline:
+        while any(is_alive(c.pid) for c in children) and time.monotonic() < deadline:
             self._reaper.reap()
             time.sleep(0.005)
 
@@ -296,7 +302,7 @@ class Controller:
         status = reply["status"]
         if status == "ok":
             state.base = state.tip
-            self._enforce_budget()
+            self._enforce_budget(measure_all=True)
             return ExecResult("ok", checkpoint=state.base)
         if status == "exit":
             state.base = state.tip
@@ -311,21 +317,26 @@ class Controller:
 
     def complete(self, text: str) -> list[str]:
         """Completions computed in the head from its live namespace."""
-        head = self._require_head()
-        if not head.channel.send({"op": "complete", "text": text}):
-            return []
-        reply = self._await_reply("completions", timeout=5.0)
+        reply = self._request({"op": "complete", "text": text}, "completions", timeout=5.0)
         return [str(item) for item in reply["items"]] if reply else []
 
     def evaluate(self, expr: str) -> tuple[bool, str]:
         """repr() of an expression in the head, without echo or checkpoint."""
-        head = self._require_head()
-        if not head.channel.send({"op": "eval", "expr": expr}):
-            head.gone = True
-        reply = self._await_reply("value")
+        reply = self._request({"op": "eval", "expr": expr}, "value")
         if reply is None:
-            raise ForkpointError(f"the head {self._describe_lost_head()}.")
+            raise ForkpointError("the head did not answer.")
         return bool(reply["ok"]), str(reply["text"])
+
+    def _request(self, msg: Message, op: str, timeout: float | None = None) -> Message | None:
+        """Ask the idle head something; if it turns out dead, replace it and ask once more."""
+        for _ in range(2):
+            head = self._require_head()
+            if head.channel.send(msg):
+                reply = self._await_reply(op, timeout)
+                if reply is not None or not head.gone:
+                    return reply
+            head.gone = True
+        return None
 
     # ----------------------------------------------------------------- moving around
 
@@ -446,9 +457,6 @@ class Controller:
             kill(head.pid)
         return describe_status(self._reaper.wait(head.pid, 5.0))
 
-    def _describe_lost_head(self) -> str:
-        return self._bury_head() if self._head is not None else "is gone"
-
     def _require_head(self) -> _Head:
         if self._head is None or self._head.gone or not is_alive(self._head.pid):
             if self._head is not None:
@@ -485,8 +493,7 @@ class Controller:
         node = self.tree.add(state.tip, int(msg["pid"]), state.source, msg["label"], bool(msg["at_rest"]))
         state.tip = node.id
         self._reaper.watch(node.pid)
-        if len(self.tree.alive()) > self.options.max_checkpoints:
-            self._enforce_budget()
+        self._enforce_budget()
 
     def _measure(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -498,8 +505,11 @@ class Controller:
             if measured is not None:
                 node.memory = measured.uss + measured.page_tables
 
-    def _enforce_budget(self) -> None:
-        self._measure()
+    def _enforce_budget(self, measure_all: bool = False) -> None:
+        """Evict by policy when over budget. Between inputs every checkpoint is measured
+        (a smaps_rollup read each, under a millisecond per GiB with huge pages); within an
+        input, checkpoints may come fast, so at most once per MEASURE_EVERY."""
+        self._measure(force=measure_all)
         evict = choose_evictions(self.tree, self.current, self.options.memory_budget, self.options.max_checkpoints)
         for cid in evict:
             node = self.tree[cid]

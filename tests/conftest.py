@@ -1,0 +1,89 @@
+"""Fixtures: isolated XDG dirs per test, and a leak check that fails any test leaving a process.
+
+Every process a test starts inherits FORKPOINT_TEST_MARKER=<unique id> in its environment
+(forked checkpoints share the environment block of their head), so after the test any
+process whose /proc/PID/environ holds the marker is a leak.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from terminal import Terminal, env_for, wait_until  # noqa: E402
+
+from forkpoint.controller import Controller  # noqa: E402
+
+
+def processes_with(marker: str) -> list[int]:
+    needle = f"FORKPOINT_TEST_MARKER={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Own XDG dirs and a leak marker for each test; fail the test if a process survives it."""
+    marker = uuid.uuid4().hex
+    for var, sub in (("XDG_RUNTIME_DIR", "run"), ("XDG_STATE_HOME", "state"), ("XDG_DATA_HOME", "data")):
+        (tmp_path / sub).mkdir(mode=0o700)
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("FORKPOINT_TEST_MARKER", marker)
+    yield marker
+    if not wait_until(lambda: not processes_with(marker), timeout=3.0):
+        leaked = processes_with(marker)
+        for pid in leaked:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"processes left behind: {leaked}")
+
+
+@pytest.fixture
+def output(tmp_path: Path) -> Path:
+    return tmp_path / "head-output.txt"
+
+
+@pytest.fixture
+def controller(output: Path) -> Iterator[Controller]:
+    """A started controller whose head writes to a file instead of a terminal."""
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with Controller(stdio=(null, out, out), max_checkpoints=50) as c:
+            yield c
+    finally:
+        os.close(out)
+        os.close(null)
+
+
+@pytest.fixture
+def term(tmp_path: Path, isolated: str) -> Iterator[Terminal]:
+    """``forkpoint shell`` in a real pty, at its first prompt."""
+    t = Terminal(["shell"], env_for(tmp_path, isolated))
+    try:
+        t.wait_prompt()
+        yield t
+    except BaseException:
+        (tmp_path / "transcript.txt").write_text(t.text())
+        print(f"transcript: {tmp_path / 'transcript.txt'}\n{t.text()[-3000:]}")
+        raise
+    finally:
+        t.close()

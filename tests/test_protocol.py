@@ -1,0 +1,66 @@
+"""Pure tests of framing and schema checks."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from forkpoint.channel import Channel
+from forkpoint.errors import ProtocolError
+from forkpoint.protocol import HEADER, decode, encode, validate
+
+
+def test_round_trip_through_a_socket_pair() -> None:
+    a, b = socket.socketpair()
+    left, right = Channel(a), Channel(b)
+    msgs = [
+        {"op": "exec", "code": "x = 'é'\n", "filename": "<input-1>"},
+        {"op": "taken", "pid": 12, "label": None, "at_rest": True},
+        {"op": "result", "status": "ok", "checkpoint_pid": None, "traceback": None, "exit_code": None},
+    ]
+    for m in msgs:
+        assert left.send(m)
+    assert [right.recv(timeout=1) for _ in msgs] == msgs
+    left.close()
+    assert right.recv(timeout=1) is None  # EOF
+    right.close()
+
+
+@pytest.mark.parametrize(
+    "msg, error",
+    [
+        ([], "not an object"),
+        ({"op": "nope"}, "unknown op"),
+        ({"op": "exec", "code": "x"}, "missing filename"),
+        ({"op": "exec", "code": 1, "filename": "f"}, "type int"),
+        ({"op": "taken", "pid": True, "label": None, "at_rest": True}, "type bool"),
+        ({"op": "probe", "extra": 1}, "unexpected field"),
+    ],
+)
+def test_bad_messages_are_refused(msg: object, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        validate(msg)
+
+
+def test_garbage_frame_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="not JSON"):
+        decode(b"\x80not json")
+
+
+def test_oversized_announcement_is_refused() -> None:
+    a, b = socket.socketpair()
+    a.sendall(HEADER.pack(2**31))
+    with pytest.raises(ProtocolError, match="announced"):
+        Channel(b).recv(timeout=1)
+    a.close()
+    b.close()
+
+
+@given(st.text(), st.text())
+def test_any_text_round_trips(code: str, filename: str) -> None:
+    msg = {"op": "exec", "code": code, "filename": filename}
+    frame = encode(msg)
+    assert decode(frame[HEADER.size :]) == msg
