@@ -37,7 +37,9 @@ def parse_size(text: str, total: int | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forkpoint", description="Rewind a live Python process, edit, continue.")
+    parser = argparse.ArgumentParser(
+        prog="forkpoint", description="Rewind a live Python process, edit, continue."
+    )
     parser.add_argument("--version", action="version", version=f"forkpoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shell = sub.add_parser("shell", help="a Python REPL whose every input is a checkpoint")
@@ -81,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _exit_on_signal)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        return int(args.func(args))
+        code: int = args.func(args)
+        return code
     except ForkpointError as exc:
         print(f"forkpoint: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -97,7 +97,8 @@ class CheckpointTree:
     def latest_with_label(self, label: str) -> Checkpoint | None:
         found = [n for n in self.nodes.values() if n.label == label]
         alive = [n for n in found if n.alive]
-        return (alive or found or [None])[-1]
+        pool = alive or found
+        return pool[-1] if pool else None
 
     def resolve(self, ref: str, current: int) -> Checkpoint:
         """Turn ``ID``, ``-N`` or ``LABEL`` into a live checkpoint, or say clearly why not."""
@@ -129,9 +130,7 @@ class CheckpointTree:
         return node
 
 
-def choose_evictions(
-    tree: CheckpointTree, current: int, budget: int, max_count: int
-) -> list[int]:
+def choose_evictions(tree: CheckpointTree, current: int, budget: int, max_count: int) -> list[int]:
     """Ids to evict so that at most ``max_count`` checkpoints hold at most ``budget`` bytes.
 
     Kept whatever it costs: checkpoint 0, ``current`` and its at-rest base, and the latest

@@ -5,7 +5,8 @@ A command's docstring's first line is its help text, so ``:help`` cannot go stal
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from forkpoint.errors import ForkpointError
 
@@ -32,7 +33,9 @@ def cmd_tree(shell: Shell, args: str) -> None:
 def cmd_rewind(shell: Shell, args: str) -> None:
     """:rewind ID|LABEL|-N     go back to a checkpoint (-N: N steps up the current branch)"""
     if not args:
-        raise ForkpointError(":rewind needs a checkpoint.", "for example :rewind 3, :rewind -1 or :rewind LABEL")
+        raise ForkpointError(
+            ":rewind needs a checkpoint.", "for example :rewind 3, :rewind -1 or :rewind LABEL"
+        )
     shell.show_rewind(shell.controller.rewind(args))
 
 

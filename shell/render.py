@@ -107,7 +107,8 @@ class Renderer:
         for cid, mem in biggest:
             mark = "*" if cid == current else " "
             self.line(
-                f"{mark} [{cid}] {human_bytes(mem.uss)} own pages + {human_bytes(mem.page_tables)} page tables",
+                f"{mark} [{cid}] {human_bytes(mem.uss)} own pages"
+                f" + {human_bytes(mem.page_tables)} page tables",
                 "dim",
             )
 

@@ -137,7 +137,7 @@ class Shell:
     def _prompt(self) -> str:
         return f"[{self.controller.current}]>>> "
 
-    def _continuation(self, width: int, line_number: int, is_soft_wrap: bool) -> str:
+    def _continuation(self, width: int, line_number: int, is_soft_wrap: int) -> str:
         return "." * (width - 1) + " "
 
     def run(self) -> int:

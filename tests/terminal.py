@@ -27,7 +27,13 @@ class Terminal:
         exe = str(Path(sys.executable).with_name("forkpoint"))
         self.transcript: list[str] = []
         self.child = pexpect.spawn(
-            exe, args, env=env, cwd=cwd, encoding="utf-8", dimensions=(50, 200), timeout=TIMEOUT,
+            exe,
+            args,
+            env=env,
+            cwd=cwd,
+            encoding="utf-8",
+            dimensions=(50, 200),
+            timeout=TIMEOUT,
             codec_errors="replace",
         )
         self.child.logfile_read = _Log(self.transcript)

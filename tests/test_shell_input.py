@@ -33,7 +33,13 @@ def test_enter_runs_only_complete_input(text: str, complete: bool) -> None:
 
 @pytest.mark.parametrize(
     "line, indent",
-    [("if x:", "    "), ("    y = 1", "    "), ("    return y", ""), ("def f():  # c", "    "), ("x = 1", "")],
+    [
+        ("if x:", "    "),
+        ("    y = 1", "    "),
+        ("    return y", ""),
+        ("def f():  # c", "    "),
+        ("x = 1", ""),
+    ],
 )
 def test_auto_indent(line: str, indent: str) -> None:
     assert next_indent(line) == indent

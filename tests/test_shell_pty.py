@@ -98,7 +98,9 @@ def test_ctrl_c_rolls_back_the_running_input(term: Terminal) -> None:
 
 def test_second_ctrl_c_kills_a_stuck_head(term: Terminal) -> None:
     term.run("x = 0")
-    term.child.send("x += 1\rimport signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import time; time.sleep(60)\r")
+    term.child.send(
+        "x += 1\rimport signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import time; time.sleep(60)\r"
+    )
     # two inputs were typed: the first runs, then the stuck one
     time.sleep(1.0)
     term.child.sendintr()
@@ -133,7 +135,9 @@ def test_head_killed_from_outside_while_idle(term: Terminal) -> None:
 
 
 def test_quit_leaves_no_process(term: Terminal, isolated: str) -> None:
-    term.run("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])")
+    term.run(
+        "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"
+    )
     term.run("x = 1")
     term.child.send(":quit\r")
     term.child.expect(pexpect.EOF)

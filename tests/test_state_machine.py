@@ -77,7 +77,9 @@ class ShellModel(RuleBasedStateMachine):
 
     @invariant()
     def head_matches_model(self) -> None:
-        ok, text = self.c.evaluate("{k: v for k, v in sorted(globals().items()) if k in ('a', 'b', 'c', 'items')}")
+        ok, text = self.c.evaluate(
+            "{k: v for k, v in sorted(globals().items()) if k in ('a', 'b', 'c', 'items')}"
+        )
         assert ok, text
         assert text == repr(dict(sorted(self.model.items())))
 

@@ -13,7 +13,8 @@ import os
 import sys
 import traceback
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from forkpoint.agent import namespace, snapshot
 from forkpoint.protocol import Message

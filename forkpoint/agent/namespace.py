@@ -31,7 +31,9 @@ def complete(text: str, ns: dict[str, Any]) -> list[str]:
     token = completion_token(text)
     if "." not in token:
         names = set(ns) | set(dir(builtins)) | set(keyword.kwlist)
-        return sorted(n for n in names if n.startswith(token) and (token.startswith("_") or not n.startswith("_")))
+        return sorted(
+            n for n in names if n.startswith(token) and (token.startswith("_") or not n.startswith("_"))
+        )
     base, _, prefix = token.rpartition(".")
     parts = base.split(".")
     sentinel = object()

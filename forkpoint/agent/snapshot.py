@@ -127,7 +127,9 @@ def _park(saved: _Saved) -> None:
     _link.channel.close()  # our copy of the head's connection
     _children.clear()
     ch = connect(_link.socket_path)
-    ch.send({"op": "hello", "role": "checkpoint", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": None})
+    ch.send(
+        {"op": "hello", "role": "checkpoint", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": None}
+    )
     while True:
         msg = ch.recv()
         if msg is None or msg["op"] == "exit":
@@ -175,7 +177,9 @@ def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
         sys.modules["random"].setstate(saved.rng)
     new = connect(_link.socket_path)
     _link.channel = new
-    new.send({"op": "hello", "role": "head", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": origin})
+    new.send(
+        {"op": "hello", "role": "head", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": origin}
+    )
 
 
 def _fork_probe(ch: Channel) -> None:

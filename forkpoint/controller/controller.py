@@ -22,9 +22,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import NoReturn
 
 from forkpoint import paths
 from forkpoint.channel import Channel, listen, peer_credentials, private_dir
@@ -266,7 +266,9 @@ class Controller:
                 per[node.id] = measured
                 node.memory = measured.uss + measured.page_tables
         head = memory.measure(self._head.pid) if self._head else None
-        return MemoryReport(head, per, self.options.memory_budget, self.options.max_checkpoints, total, available)
+        return MemoryReport(
+            head, per, self.options.memory_budget, self.options.max_checkpoints, total, available
+        )
 
     # ----------------------------------------------------------------- inputs
 
@@ -297,7 +299,9 @@ class Controller:
             death = self._bury_head()
             target = self._restore_head(self.tree.at_rest_base(self.current))
             if state.interrupts >= 2:
-                return ExecResult("interrupted", death="was killed after a second Ctrl-C", rolled_back_to=target)
+                return ExecResult(
+                    "interrupted", death="was killed after a second Ctrl-C", rolled_back_to=target
+                )
             return ExecResult("died", death=death, rolled_back_to=target)
         status = reply["status"]
         if status == "ok":
@@ -481,7 +485,7 @@ class Controller:
             ch = self._channels[node.id] = arrival.channel
         return ch
 
-    def _lost_checkpoint(self, node: Checkpoint) -> None:
+    def _lost_checkpoint(self, node: Checkpoint) -> NoReturn:
         node.alive = False
         ch = self._channels.pop(node.id, None)
         if ch is not None:
@@ -510,7 +514,9 @@ class Controller:
         (a smaps_rollup read each, under a millisecond per GiB with huge pages); within an
         input, checkpoints may come fast, so at most once per MEASURE_EVERY."""
         self._measure(force=measure_all)
-        evict = choose_evictions(self.tree, self.current, self.options.memory_budget, self.options.max_checkpoints)
+        evict = choose_evictions(
+            self.tree, self.current, self.options.memory_budget, self.options.max_checkpoints
+        )
         for cid in evict:
             node = self.tree[cid]
             node.alive = False
@@ -548,9 +554,13 @@ class Controller:
             if state.interrupts > state.handled:
                 state.handled = state.interrupts
                 self._on_ctrl_c()
-            elif state.interrupts == 1 and state.interrupted_at and time.monotonic() - state.interrupted_at > 1:
+            elif (
+                state.interrupts == 1 and state.interrupted_at and time.monotonic() - state.interrupted_at > 1
+            ):
                 state.interrupted_at = 0.0
-                self._emit("interrupt", "the input does not stop; press Ctrl-C again to kill the head and roll back")
+                self._emit(
+                    "interrupt", "the input does not stop; press Ctrl-C again to kill the head and roll back"
+                )
 
     def _on_ctrl_c(self) -> None:
         head = self._head

@@ -15,6 +15,13 @@ import time
 __all__ = ["Reaper", "describe_status", "make_subreaper", "spawn"]
 
 _PR_SET_CHILD_SUBREAPER = 36
+_WHY = {
+    int(signal.SIGSEGV): "segmentation fault",
+    int(signal.SIGKILL): "killed from outside, for example by the OOM killer",
+    int(signal.SIGABRT): "aborted",
+    int(signal.SIGBUS): "bus error",
+    int(signal.SIGFPE): "arithmetic fault",
+}
 
 
 def make_subreaper() -> None:
@@ -42,13 +49,7 @@ def describe_status(status: int | None) -> str:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        why = {
-            signal.SIGSEGV: "segmentation fault",
-            signal.SIGKILL: "killed from outside, for example by the OOM killer",
-            signal.SIGABRT: "aborted",
-            signal.SIGBUS: "bus error",
-            signal.SIGFPE: "arithmetic fault",
-        }.get(sig)
+        why = _WHY.get(sig)
         return f"was killed by {name}" + (f" ({why})" if why else "")
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 

@@ -1,0 +1,43 @@
+# forkpoint: every target creates the environment it needs (`make test` on a fresh clone works).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint format shell demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest
+
+# shell/ is installed as forkpoint.shell; mypy sees that layout through a tree of links.
+lint: install
+	$(BIN)/ruff format --check forkpoint shell tests bench examples
+	$(BIN)/ruff check forkpoint shell tests bench examples
+	rm -rf build/typecheck && mkdir -p build/typecheck/forkpoint
+	for f in forkpoint/*; do ln -s ../../../$$f build/typecheck/forkpoint/; done
+	ln -s ../../../shell build/typecheck/forkpoint/shell
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p forkpoint
+
+format: install
+	$(BIN)/ruff format forkpoint shell tests bench examples
+	$(BIN)/ruff check --fix forkpoint shell tests bench examples
+
+shell: install
+	$(BIN)/forkpoint shell
+
+demo: install
+	$(BIN)/python examples/shell_tour.py
+
+bench: install
+	$(BIN)/python bench/checkpoint.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
