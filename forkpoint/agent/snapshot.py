@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
 import os
 import signal
 import stat
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forkpoint.channel import Channel, connect
-from forkpoint.protocol import PROTOCOL_VERSION
+from forkpoint.protocol import HEADER, PROTOCOL_VERSION
 
 __all__ = ["activate", "active", "channel", "notify", "take"]
 
@@ -100,17 +101,25 @@ def take(label: str | None = None, at_rest: bool = False) -> int | None:
         return -1
     _reap_children()
     offsets = _scan_fds()
-    _warn_threads()
+    threads = _warn_threads()
     rng = sys.modules["random"].getstate() if "random" in sys.modules else None
     saved = _Saved(offsets, rng, signal.getsignal(signal.SIGINT))
+    tail = json.dumps({"label": label, "at_rest": at_rest}, separators=(",", ":"))[1:].encode()
+    sock = _link.channel.sock
     _flush()
-    with warnings.catch_warnings():
-        # 3.12+ warns on every fork with threads alive; _warn_threads says it once instead.
-        warnings.simplefilter("ignore", DeprecationWarning)
+    if threads:
+        with warnings.catch_warnings():
+            # 3.12+ warns on every fork with threads alive; _warn_threads said it once instead.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    else:
         pid = os.fork()
     if pid:
+        # Every page the head writes from here on is copied (the child shares it), and that
+        # is the user's pause: announce the checkpoint with a frame built almost in place.
+        body = b'{"op":"taken","pid":%d,%s' % (pid, tail)
+        sock.sendall(HEADER.pack(len(body)) + body)
         _children.append(pid)
-        _link.channel.send({"op": "taken", "pid": pid, "label": label, "at_rest": at_rest})
         return pid
     try:
         _park(saved)
@@ -263,10 +272,11 @@ def _warn_cuda() -> None:
     )
 
 
-def _warn_threads() -> None:
+def _warn_threads() -> bool:
+    """Say once which other threads are alive (they are not in a checkpoint); True if any."""
     threading = sys.modules.get("threading")
-    if threading is None:
-        return
+    if threading is None or threading.active_count() == 1:
+        return False
     others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if others:
         names = ", ".join(sorted(others))
@@ -275,6 +285,7 @@ def _warn_threads() -> None:
             "so a rewound head runs without them.",
             once=f"threads:{names}",
         )
+    return bool(others)
 
 
 def _flush() -> None:
