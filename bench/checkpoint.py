@@ -40,13 +40,34 @@ DIRTY = {
 }
 LATENCY = """
 import forkpoint, os, time
-_cp, _fork = [], []
-for _ in range({repeat}):
-    t0 = time.perf_counter(); forkpoint.checkpoint(); _cp.append(time.perf_counter() - t0)
-    t0 = time.perf_counter(); pid = os.fork()
+_r, _w = os.pipe()
+def _bare(keep):
+    t0 = time.perf_counter()
+    pid = os.fork()
     if pid == 0:
+        if keep:
+            os.read(_r, 1)  # parked like a checkpoint, sharing every page
         os._exit(0)
-    _fork.append(time.perf_counter() - t0); os.waitpid(pid, 0)
+    took = time.perf_counter() - t0
+    if not keep:
+        os.waitpid(pid, 0)
+    return took, pid
+_exit = [_bare(False)[0] for _ in range({repeat})]  # on a process with no checkpoints yet
+_kept, _pids = [], []
+for _ in range({repeat}):
+    took, pid = _bare(True)
+    _kept.append(took)
+    _pids.append(pid)
+    time.sleep(0.01)
+os.write(_w, b"x" * {repeat})
+for pid in _pids:
+    os.waitpid(pid, 0)
+_cp = []
+for _ in range({repeat}):
+    t0 = time.perf_counter()
+    forkpoint.checkpoint()
+    _cp.append(time.perf_counter() - t0)
+    time.sleep(0.01)
 """
 
 
@@ -64,41 +85,39 @@ def values(c: Controller, expr: str) -> list[float]:
     return [float(x) for x in text.strip("[]").split(",") if x.strip()]
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:7.2f} ms"
-
-
-def run(kind: str, size: int, repeat: int) -> dict[str, float]:
+def latency(kind: str, size: int, repeat: int) -> dict[str, float]:
     null = os.open(os.devnull, os.O_RDWR)
     with Controller(stdio=(null, null, null), max_checkpoints=10_000, memory_budget=1 << 50) as c:
         t0 = time.perf_counter()
         ok(c, SETUP[kind].format(size=size))
-        build = time.perf_counter() - t0
+        out = {"build": time.perf_counter() - t0}
         ok(c, LATENCY.format(repeat=repeat))
-        cp = statistics.median(values(c, "_cp"))
-        fork = statistics.median(values(c, "_fork"))
+        for name in ("cp", "exit", "kept"):
+            out[name] = statistics.median(values(c, f"_{name}"))
         base = ok(c, "pass")
         rewinds = []
         for _ in range(repeat):
             t0 = time.perf_counter()
             c.rewind(base)
             rewinds.append(time.perf_counter() - t0)
-        rewind = statistics.median(rewinds)
-        out = {"build": build, "checkpoint": cp, "fork": fork, "rewind": rewind}
-        for n in (10 * MB, 100 * MB):
-            if n > size:
-                continue
-            c.rewind(base)
-            before = c.tree[c.current]
-            ok(c, DIRTY[kind].format(n=n))
-            held = measure(before.pid)
-            assert held is not None
-            out[f"held{n // MB}"] = held.uss
-            out[f"pte{n // MB}"] = held.page_tables
+        out["rewind"] = statistics.median(rewinds)
         head = measure(c.head_pid or 0)
         out["rss"] = head.rss if head else 0
     os.close(null)
     return out
+
+
+def held(kind: str, size: int, dirty: int) -> tuple[int, int]:
+    """USS and page tables of the one checkpoint that shares the state, after the head
+    dirties ``dirty`` bytes of it (a fresh controller, so no other checkpoint shares)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    with Controller(stdio=(null, null, null), max_checkpoints=10_000, memory_budget=1 << 50) as c:
+        setup = ok(c, SETUP[kind].format(size=size))
+        ok(c, DIRTY[kind].format(n=dirty))
+        mem = measure(c.tree[setup].pid)
+        assert mem is not None
+    os.close(null)
+    return mem.uss, mem.page_tables
 
 
 def main() -> None:
@@ -111,8 +130,9 @@ def main() -> None:
     with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
         print(f.read().strip())
     header = (
-        f"{'kind':8} {'size':>6} {'head rss':>9} | {'checkpoint':>10} {'bare fork':>10} {'ratio':>6} | "
-        f"{'rewind':>10} | {'held after 10 MB':>18} {'ratio':>6} | {'held after 100 MB':>18} {'ratio':>6}"
+        f"{'kind':7} {'size':>5} {'head':>8} | {'checkpoint':>9} {'fork+exit':>9} {'ratio':>5} "
+        f"{'fork,kept':>9} {'ratio':>5} | {'rewind':>8} | "
+        f"{'held after 10 MB':>22} | {'held after 100 MB':>22}"
     )
     print(header)
     print("-" * len(header))
@@ -121,19 +141,22 @@ def main() -> None:
             size = parse_size(text)
             if kind == "objects" and size > 1 << 30:
                 continue  # building 4 GB of small objects takes minutes; 1 GB shows the trend
-            r = run(kind, size, args.repeat)
+            r = latency(kind, size, args.repeat)
             cells = []
-            for n in (10, 100):
-                if f"held{n}" in r:
-                    held = r[f"held{n}"]
-                    cells.append(f"{held / MB:8.1f} MB +{r[f'pte{n}'] / MB:4.1f} PT {held / (n * MB):6.2f}")
-                else:
-                    cells.append(f"{'-':>18} {'-':>6}")
+            for n in (10 * MB, 100 * MB):
+                uss, pte = held(kind, size, n)
+                cells.append(f"{uss / MB:6.1f} MB {uss / n:4.2f}x +{pte / MB:4.1f} PT")
             print(
-                f"{kind:8} {text:>6} {r['rss'] / MB:6.0f} MB | {ms(r['checkpoint']):>10} {ms(r['fork']):>10} "
-                f"{r['checkpoint'] / r['fork']:6.2f} | {ms(r['rewind']):>10} | {cells[0]} | {cells[1]}",
+                f"{kind:7} {text:>5} {r['rss'] / MB:5.0f} MB | {ms(r['cp'])} {ms(r['exit'])} "
+                f"{r['cp'] / r['exit']:5.2f} {ms(r['kept'])} {r['cp'] / r['kept']:5.2f} | "
+                f"{ms(r['rewind'])} | "
+                f"{cells[0]:>22} | {cells[1]:>22}",
                 flush=True,
             )
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:6.2f} ms"
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def serve() -> None:
     """Answer requests until the controller goes away (EOF), then exit without cleanup."""
     while True:
         try:
+            snapshot.arm()
             msg = snapshot.channel().recv()
             if msg is None:
                 os._exit(0)

@@ -18,7 +18,8 @@ OS facts relied on:
   and EOF on its connection means the controller is gone: it exits at once.
 * A new head is a grandchild of the checkpoint whose parent exits at once, so the head is
   reparented to the controller (a child subreaper): the controller reaps it and learns how it
-  died. Only then is PR_SET_PDEATHSIG set, so the head dies with the controller.
+  died. Once that happened PR_SET_PDEATHSIG is set (see ``arm``), so the head dies with the
+  controller.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import os
 import signal
 import stat
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +38,7 @@ from typing import Any
 from forkpoint.channel import Channel, connect
 from forkpoint.protocol import HEADER, PROTOCOL_VERSION
 
-__all__ = ["activate", "active", "channel", "notify", "take"]
+__all__ = ["activate", "active", "arm", "channel", "notify", "take"]
 
 _PR_SET_PDEATHSIG = 1
 _NVIDIA_MAJOR = 195
@@ -49,6 +49,7 @@ class _Link:
     socket_path: str
     controller_pid: int
     channel: Channel
+    armed: bool = False
 
 
 _link: _Link | None = None
@@ -79,10 +80,14 @@ def channel() -> Channel:
 def activate(socket_path: str, controller_pid: int) -> None:
     """Connect this process (the first head) to its controller."""
     global _link
-    _die_with(controller_pid)
     ch = connect(socket_path)
     _link = _Link(socket_path, controller_pid, ch)
-    ch.send({"op": "hello", "role": "head", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": None})
+    arm()
+    ch.send(_hello("head", None))
+
+
+def _hello(role: str, origin: int | None) -> dict[str, Any]:
+    return {"op": "hello", "role": role, "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": origin}
 
 
 def notify(text: str, once: str | None = None) -> None:
@@ -99,6 +104,7 @@ def take(label: str | None = None, at_rest: bool = False) -> int | None:
     """Fork a checkpoint. Returns its pid in the head, ``None`` in a head rewound to it."""
     if _link is None:
         return -1
+    arm()
     _reap_children()
     offsets = _scan_fds()
     threads = _warn_threads()
@@ -136,9 +142,7 @@ def _park(saved: _Saved) -> None:
     _link.channel.close()  # our copy of the head's connection
     _children.clear()
     ch = connect(_link.socket_path)
-    ch.send(
-        {"op": "hello", "role": "checkpoint", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": None}
-    )
+    ch.send(_hello("checkpoint", None))
     while True:
         msg = ch.recv()
         if msg is None or msg["op"] == "exit":
@@ -166,15 +170,8 @@ def _fork_head(ch: Channel, fg_pgid: int, saved: _Saved) -> bool:
 
 def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
     assert _link is not None
-    middle = os.getppid()
-    deadline = time.monotonic() + 10
-    while os.getppid() == middle and middle != _link.controller_pid:
-        if time.monotonic() > deadline:
-            os._exit(71)
-        time.sleep(0.0001)
-    _die_with(_link.controller_pid)
-    if os.getppid() != _link.controller_pid:
-        os._exit(72)  # not reparented to the controller: it is gone, or not a subreaper
+    _link.armed = False
+    arm()
     ch.close()
     try:
         os.setpgid(0, fg_pgid)  # join the terminal's foreground group: Ctrl-C and input() work
@@ -186,9 +183,20 @@ def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
         sys.modules["random"].setstate(saved.rng)
     new = connect(_link.socket_path)
     _link.channel = new
-    new.send(
-        {"op": "hello", "role": "head", "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": origin}
-    )
+    new.send(_hello("head", origin))
+
+
+def arm() -> None:
+    """Die with the controller, once we are its child (a new head is reparented to it when
+    the middle process of the double fork has exited, which for a big process takes as long
+    as the fork did; the head does not wait for that, it arms at its next request or
+    checkpoint). Until then, EOF on its connection ends it."""
+    if _link is not None and not _link.armed and os.getppid() == _link.controller_pid:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _link.armed = True
+        if os.getppid() != _link.controller_pid:  # it died before the prctl took effect
+            os._exit(0)
 
 
 def _fork_probe(ch: Channel) -> None:
@@ -203,16 +211,6 @@ def _fork_probe(ch: Channel) -> None:
         main = sys.modules["__main__"].__dict__
         ch.send({"op": "summary", "names": namespace.fingerprints(main)})
     finally:
-        os._exit(0)
-
-
-def _die_with(controller_pid: int) -> None:
-    """Ask the kernel to SIGKILL us when our parent, the controller, dies."""
-    if os.getppid() != controller_pid:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != controller_pid:  # it died before the prctl took effect
         os._exit(0)
 
 

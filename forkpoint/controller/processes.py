@@ -66,9 +66,15 @@ class Reaper:
         self.everything = everything
         self.known: set[int] = set()
         self.statuses: dict[int, int] = {}
+        self.unwanted: set[int] = set()
 
     def watch(self, pid: int) -> None:
         self.known.add(pid)
+
+    def discard(self, pid: int) -> None:
+        """Reap ``pid`` when it ends, but keep no status for it."""
+        self.known.add(pid)
+        self.unwanted.add(pid)
 
     def reap(self) -> None:
         if self.everything:
@@ -92,8 +98,11 @@ class Reaper:
                 self._record(done, status)
 
     def _record(self, pid: int, status: int) -> None:
-        self.statuses[pid] = status
         self.known.discard(pid)
+        if pid in self.unwanted:
+            self.unwanted.discard(pid)
+        else:
+            self.statuses[pid] = status
 
     def wait(self, pid: int, timeout: float) -> int | None:
         """Status of ``pid`` once it is gone (None if it was not ours or did not end in time)."""
