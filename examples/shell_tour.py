@@ -12,9 +12,12 @@ import os
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pexpect
+
+from forkpoint.controller.processes import with_environ
 
 PROMPT = re.compile(r"\[(\d+)\]>>>\x1b\[")
 STEPS = [
@@ -37,16 +40,20 @@ STEPS = [
 
 def main() -> int:
     exe = str(Path(sys.executable).with_name("forkpoint"))
-    env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1")
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", FORKPOINT_TOUR=marker)
     if not sys.stdout.isatty():
         env["NO_COLOR"] = "1"
     child = pexpect.spawn(exe, ["shell"], env=env, encoding="utf-8", dimensions=(40, 120), timeout=60)
     child.logfile_read = sys.stdout
+    child.delaybeforesend = None
     started = time.monotonic()
     child.expect(PROMPT)
     for line, note in STEPS:
         if note:
-            sys.stdout.write(f"\n\x1b[2m    # {note}\x1b[0m\n" if sys.stdout.isatty() else f"\n    # {note}\n")
+            sys.stdout.write(
+                f"\n\x1b[2m    # {note}\x1b[0m\n" if sys.stdout.isatty() else f"\n    # {note}\n"
+            )
         time.sleep(0.3)
         t0 = time.monotonic()
         child.send(line + "\r")
@@ -57,8 +64,11 @@ def main() -> int:
         if line.startswith(":rewind"):
             sys.stdout.write(f"  ({(time.monotonic() - t0) * 1e3:.0f} ms from Enter to the next prompt)\n")
     child.close()
-    print(f"\ntour finished in {time.monotonic() - started:.1f} s; no forkpoint process is left running.")
-    return 0 if child.exitstatus == 0 else 1
+    time.sleep(0.5)
+    left = with_environ("FORKPOINT_TOUR", marker)
+    took = time.monotonic() - started
+    print(f"\ntour finished in {took:.1f} s; forkpoint processes left running: {left or 'none'}")
+    return 0 if child.exitstatus == 0 and not left else 1
 
 
 if __name__ == "__main__":

@@ -90,6 +90,13 @@ class Channel:
                 return None
             self._buf += chunk
 
+    def buffered(self) -> list[Message]:
+        """Complete messages already read (a ``recv`` can read past the frame it returns)."""
+        messages = []
+        while (msg := self._take_frame()) is not None:
+            messages.append(msg)
+        return messages
+
     def read_ready(self) -> tuple[list[Message], bool]:
         """After select() said readable: read once; the complete messages and whether EOF."""
         try:
@@ -100,10 +107,7 @@ class Channel:
             chunk = b""
         if chunk:
             self._buf += chunk
-        messages = []
-        while (msg := self._take_frame()) is not None:
-            messages.append(msg)
-        return messages, chunk == b""
+        return self.buffered(), chunk == b""
 
     def _take_frame(self) -> Message | None:
         if len(self._buf) < HEADER.size:

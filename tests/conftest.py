@@ -20,21 +20,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from terminal import Terminal, env_for, wait_until  # noqa: E402
 
 from forkpoint.controller import Controller  # noqa: E402
+from forkpoint.controller.processes import with_environ  # noqa: E402
 
 
 def processes_with(marker: str) -> list[int]:
-    needle = f"FORKPOINT_TEST_MARKER={marker}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
+    return with_environ("FORKPOINT_TEST_MARKER", marker)
 
 
 @pytest.fixture(autouse=True)

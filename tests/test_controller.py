@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,78 @@ def test_close_leaves_nothing(output: Path) -> None:
     for pid in pids:
         assert pid is not None and not is_alive(pid)
     # the leak fixture checks that the head's own child process is gone too
+
+
+def test_a_head_dying_mid_message_is_replaced(controller: Controller) -> None:
+    run(controller, "x = 7")
+    result = controller.execute(
+        "import os, forkpoint.agent.snapshot as s\n"
+        's.channel().sock.sendall(b\'\\x00\\x00\\x01\\x00{"op": "res\')\n'
+        "os._exit(1)"
+    )
+    assert result.status == "died" and result.rolled_back_to == 1
+    assert value(controller, "x") == "7"
+
+
+def test_a_hello_claiming_another_pid_is_refused(controller: Controller) -> None:
+    run(controller, "x = 1")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(controller.socket_path)
+    head = controller.head_pid
+    assert head is not None
+    from forkpoint.protocol import encode
+
+    s.sendall(encode({"op": "hello", "role": "head", "pid": head, "version": 1, "origin": None}))
+    s.settimeout(5)
+    assert value(controller, "x") == "1"  # the controller went on; the impostor is dropped
+    assert s.recv(1) == b""
+    s.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_other_users_cannot_reach_or_talk_to_the_controller(controller: Controller) -> None:
+    import subprocess
+    import sys
+
+    rundir = os.path.dirname(controller.socket_path)
+    # The child starts in a directory as root, then becomes nobody and connects by a relative
+    # path, so only the permissions of the directories forkpoint made are tested.
+    code = (
+        "import os, socket, sys\n"
+        "os.chdir(sys.argv[1]); os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        "    s.connect(sys.argv[2])\n"
+        "except PermissionError:\n"
+        "    print('denied'); sys.exit(0)\n"
+        "s.sendall(b'\\x00\\x00\\x00\\x02{}'); s.settimeout(5)\n"
+        "try:\n"
+        "    print('dropped' if s.recv(1) == b'' else 'answered')\n"
+        "except ConnectionResetError:\n"
+        "    print('dropped')\n"
+    )
+
+    def as_nobody(start: str, path: str) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, start, path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            assert value(controller, "1 + 1") == "2"  # the controller accepts while it works
+        out, _ = proc.communicate(timeout=5)
+        return out.strip()
+
+    runtime_root = os.path.dirname(rundir)
+    name = os.path.basename(rundir)
+    assert as_nobody(runtime_root, f"{name}/control.sock") == "denied"  # the controller's dir is 0700
+    # With that directory opened up by hand, the peer check still refuses another uid.
+    os.chmod(rundir, 0o755)
+    os.chmod(controller.socket_path, 0o777)
+    try:
+        assert as_nobody(rundir, "control.sock") == "dropped"
+    finally:
+        os.chmod(rundir, 0o700)
+    assert any("refused a connection from uid 65534" in e.text for e in controller.events)

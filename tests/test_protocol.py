@@ -64,3 +64,15 @@ def test_any_text_round_trips(code: str, filename: str) -> None:
     msg = {"op": "exec", "code": code, "filename": filename}
     frame = encode(msg)
     assert decode(frame[HEADER.size :]) == msg
+
+
+def test_frames_read_along_with_an_earlier_one_are_kept() -> None:
+    a, b = socket.socketpair()
+    first = {"op": "hello", "role": "head", "pid": 1, "version": 1, "origin": None}
+    second = {"op": "notice", "text": "x"}
+    a.sendall(encode(first) + encode(second))  # one write: one recv reads both
+    ch = Channel(b)
+    assert ch.recv(timeout=1) == first
+    assert ch.buffered() == [second]  # select() would never report it: it is already read
+    a.close()
+    b.close()

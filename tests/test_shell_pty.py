@@ -198,3 +198,14 @@ def test_history_persists_across_sessions(tmp_path: Path, isolated: str) -> None
         assert t.run("remembered").strip() == "1"
     finally:
         t.close()
+
+
+def test_rewind_many_times_and_branch(term: Terminal) -> None:
+    term.run("import numpy as np; a = np.zeros(10**6)")
+    term.run("n = 0")
+    for i in range(6):
+        term.run(f"n += {i + 1}; a[:] = {i + 1}")
+        assert term.run(":rewind 2").strip() == "rewound to [2]"
+        assert term.run("n, float(a.sum())").strip() == "(0, 0.0)"
+    tree = term.run(":tree")
+    assert tree.count("├─") >= 5

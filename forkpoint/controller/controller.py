@@ -594,6 +594,11 @@ class Controller:
         """Wait up to ``timeout`` for anything: new connections, messages from the head."""
         assert self._listener is not None
         head = self._head
+        if head is not None and (early := head.channel.buffered()):
+            # Frames that arrived with the head's hello, read along with it.
+            for msg in early:
+                self._on_head_message(msg)
+            return
         readers: list[socket.socket] = [self._listener]
         if head is not None and not head.gone:
             readers.append(head.channel.sock)

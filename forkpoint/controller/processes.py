@@ -128,6 +128,23 @@ def is_alive(pid: int) -> bool:
     return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] != b"Z"
 
 
+def with_environ(name: str, value: str) -> list[int]:
+    """Pids of live processes whose environment has ``name=value`` (forked children share
+    their parent's environment block, so this finds every agent of a marked controller)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:
     try:
         os.kill(pid, sig)
