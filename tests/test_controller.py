@@ -369,3 +369,27 @@ def test_other_users_cannot_reach_or_talk_to_the_controller(controller: Controll
     finally:
         os.chmod(rundir, 0o700)
     assert any("refused a connection from uid 65534" in e.text for e in controller.events)
+
+
+def test_the_head_imports_nothing_heavy(controller: Controller) -> None:
+    loaded = value(controller, "sorted(__import__('sys').modules)")
+    for heavy in ("prompt_toolkit", "psutil", "numpy", "forkpoint.controller", "forkpoint.shell", "pickle"):
+        assert f"'{heavy}'" not in loaded
+
+
+OTHER_PYTHONS = sorted(Path(os.path.expanduser("~/.pyenv/versions")).glob("3.1[123].*/bin/python3"))
+
+
+@pytest.mark.skipif(not OTHER_PYTHONS, reason="no other interpreter on this machine")
+@pytest.mark.parametrize("python", OTHER_PYTHONS, ids=lambda p: p.parent.parent.name)
+def test_another_interpreter_runs_the_head(python: Path) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with Controller(python=str(python), stdio=(null, null, null)) as c:
+            version = python.parent.parent.name
+            assert value(c, "'.'.join(map(str, __import__('sys').version_info[:3]))") == repr(version)
+            run(c, "x = 1")
+            c.rewind(0)
+            assert value(c, "'x' in globals()") == "False"
+    finally:
+        os.close(null)
