@@ -38,6 +38,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/checkpoint.py
+	$(BIN)/python bench/cow.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
