@@ -1,0 +1,71 @@
+"""What an edit changed, per top-level statement and per function, ignoring formatting.
+
+Units are compared by ``ast.dump`` without positions, so comments, blank lines and
+reformatting are no change, while any change of code (docstrings included) is. The running
+program is compared with the exact source it was compiled from, never with an older file.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+__all__ = ["SourceDiff", "diff_sources", "functions", "normalized"]
+
+
+@dataclass(frozen=True)
+class SourceDiff:
+    """The difference between two versions of one module."""
+
+    first_changed_statement: int | None  # index of the first top-level statement that differs
+    changed_functions: frozenset[str] = field(default_factory=frozenset)  # qualnames
+    added_functions: frozenset[str] = field(default_factory=frozenset)
+    removed_functions: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def unchanged(self) -> bool:
+        return self.first_changed_statement is None and not (
+            self.changed_functions or self.added_functions or self.removed_functions
+        )
+
+
+def normalized(node: ast.AST) -> str:
+    return ast.dump(node, annotate_fields=False, include_attributes=False)
+
+
+def functions(tree: ast.AST) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Every function and method by qualified name (``Class.method``, ``f.<locals>.g``)."""
+    found: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                found.setdefault(name, child)
+                visit(child, name + ".<locals>.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return found
+
+
+def diff_sources(old: str, new: str) -> SourceDiff:
+    """Compare two sources; raises SyntaxError (with the new file's position) if ``new`` is broken."""
+    old_tree, new_tree = ast.parse(old), ast.parse(new)
+    first = None
+    old_body, new_body = old_tree.body, new_tree.body
+    for i in range(max(len(old_body), len(new_body))):
+        if i >= len(old_body) or i >= len(new_body) or normalized(old_body[i]) != normalized(new_body[i]):
+            first = i
+            break
+    old_funcs = {name: normalized(node) for name, node in functions(old_tree).items()}
+    new_funcs = {name: normalized(node) for name, node in functions(new_tree).items()}
+    return SourceDiff(
+        first,
+        frozenset(n for n in old_funcs.keys() & new_funcs.keys() if old_funcs[n] != new_funcs[n]),
+        frozenset(new_funcs.keys() - old_funcs.keys()),
+        frozenset(old_funcs.keys() - new_funcs.keys()),
+    )

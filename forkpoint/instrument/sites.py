@@ -1,0 +1,95 @@
+"""``--checkpoint-at`` specs: parsing them and finding what they name in the user's sources.
+
+A spec is ``FUNC`` (a function's entry: ``name``, ``Class.method``, ``module:func``) or
+``FILE:LINE`` (before the statement that starts on that line; FILE relative to the working
+directory, absolute, or any unambiguous path suffix). A spec that names nothing is a
+``ForkpointError`` naming the close matches.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from dataclasses import dataclass
+
+from forkpoint.errors import ForkpointError
+from forkpoint.instrument.diff import functions
+
+__all__ = ["Site", "resolve"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """A resolved place: a file, the line of the statement, and the function it opens (if any)."""
+
+    path: str
+    line: int
+    function: str | None = None  # qualname when the site is a function's entry
+
+    def describe(self) -> str:
+        where = f"{os.path.relpath(self.path)}:{self.line}"
+        return f"{self.function}() at {where}" if self.function else where
+
+
+def resolve(spec: str, sources: dict[str, str], cwd: str | None = None) -> list[Site]:
+    """The sites ``spec`` names among ``sources`` (absolute path -> text)."""
+    spec = spec.strip()
+    path_part, sep, line_part = spec.rpartition(":")
+    if sep and line_part.isdigit():
+        return [_line_site(path_part, int(line_part), sources, cwd or os.getcwd())]
+    return _function_sites(spec, sources)
+
+
+def _line_site(file: str, line: int, sources: dict[str, str], cwd: str) -> Site:
+    path = _find_file(file, sources, cwd)
+    tree = ast.parse(sources[path], path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and node.lineno == line:
+            return Site(path, line)
+    starts = sorted({n.lineno for n in ast.walk(tree) if isinstance(n, ast.stmt)})
+    after = [n for n in starts if n > line]
+    hint = f"the next statement starts on line {after[0]}" if after else "it is past the last statement"
+    raise ForkpointError(f"no statement starts on line {line} of {os.path.relpath(path, cwd)}.", hint)
+
+
+def _find_file(file: str, sources: dict[str, str], cwd: str) -> str:
+    candidate = os.path.normpath(os.path.join(cwd, file))
+    if candidate in sources:
+        return candidate
+    suffix = os.sep + os.path.normpath(file).lstrip(os.sep)
+    matches = sorted(p for p in sources if p.endswith(suffix) or p == file)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(os.path.relpath(m, cwd) for m in matches)
+        raise ForkpointError(f"{file} names more than one file: {shown}.", "give more of the path")
+    close = difflib.get_close_matches(file, [os.path.relpath(p, cwd) for p in sources], n=3)
+    hint = f"did you mean {' or '.join(close)}?" if close else "it is not the script nor a watched module"
+    raise ForkpointError(f"{file} is not one of the files forkpoint runs.", hint)
+
+
+def _function_sites(spec: str, sources: dict[str, str]) -> list[Site]:
+    module, sep, name = spec.rpartition(":")
+    if not sep:
+        module, name = "", spec
+    found: list[Site] = []
+    every: list[str] = []
+    for path, text in sorted(sources.items()):
+        if module and _module_name(path) != module:
+            continue
+        for qualname, node in functions(ast.parse(text, path)).items():
+            every.append(qualname)
+            if qualname == name or (not module and "." not in name and qualname.split(".")[-1] == name):
+                line = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+                found.append(Site(path, line, qualname))
+    if not found:
+        close = difflib.get_close_matches(name, sorted(set(every)), n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else "no function of that name is defined"
+        raise ForkpointError(f"--checkpoint-at {spec} names no function.", hint)
+    return found
+
+
+def _module_name(path: str) -> str:
+    base = os.path.splitext(os.path.basename(path))[0]
+    return os.path.basename(os.path.dirname(path)) if base == "__init__" else base

@@ -1,0 +1,109 @@
+"""Pure tests of sites and source diffs, on real before/after program files."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from forkpoint.errors import ForkpointError
+from forkpoint.instrument.diff import diff_sources, functions
+from forkpoint.instrument.sites import resolve
+
+PROGRAMS = Path(__file__).parent / "programs"
+BEFORE = (PROGRAMS / "faces_before.py").read_text()
+AFTER = (PROGRAMS / "faces_after.py").read_text()
+
+
+def test_formatting_and_comments_are_no_change_but_code_is() -> None:
+    d = diff_sources(BEFORE, AFTER)
+    assert d.changed_functions == {"Painter.draw"}
+    assert d.first_changed_statement == 3  # the class statement holding draw()
+    assert not d.added_functions and not d.removed_functions
+
+
+def test_identical_code_is_unchanged() -> None:
+    assert diff_sources(BEFORE, BEFORE + "\n# trailing comment\n").unchanged
+
+
+def test_added_and_removed_functions() -> None:
+    d = diff_sources("def f(): pass\n", "def g(): pass\n")
+    assert d.added_functions == {"g"} and d.removed_functions == {"f"} and d.first_changed_statement == 0
+
+
+def test_broken_edit_is_a_syntax_error_with_its_position() -> None:
+    with pytest.raises(SyntaxError) as info:
+        diff_sources(BEFORE, "def f(:\n")
+    assert info.value.lineno == 1
+
+
+def test_qualnames_of_nested_functions_and_methods() -> None:
+    tree = ast.parse("class A:\n    def m(self):\n        def inner(): pass\n\ndef f():\n    pass\n")
+    assert set(functions(tree)) == {"A.m", "A.m.<locals>.inner", "f"}
+
+
+STATEMENTS = st.lists(
+    st.sampled_from(
+        ["x = 1", "y = x + 2", "print(x)", "def f(a):\n    return a * 2", "z = [i for i in range(3)]"]
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(STATEMENTS, st.data())
+def test_blank_lines_and_comments_never_count(statements: list[str], data: st.DataObject) -> None:
+    plain = "\n".join(statements) + "\n"
+    noisy = "\n\n# comment\n".join(s + "   # trailing" for s in statements) + "\n"
+    assert diff_sources(plain, noisy).unchanged
+
+
+@given(STATEMENTS, st.data())
+def test_the_first_changed_statement_is_found(statements: list[str], data: st.DataObject) -> None:
+    i = data.draw(st.integers(0, len(statements) - 1))
+    edited = statements[:i] + ["w = 'edited'"] + statements[i + 1 :]
+    d = diff_sources("\n".join(statements) + "\n", "\n".join(edited) + "\n")
+    assert d.first_changed_statement == (None if statements[i] == "w = 'edited'" else i)
+
+
+def sources() -> dict[str, str]:
+    return {
+        str(PROGRAMS / "faces_before.py"): BEFORE,
+        str(PROGRAMS / "pkg" / "__init__.py"): "def detect(): pass\n",
+    }
+
+
+def test_function_specs() -> None:
+    (draw,) = resolve("Painter.draw", sources())
+    assert draw.function == "Painter.draw" and draw.line == 12
+    assert {s.function for s in resolve("detect", sources())} == {"detect"}
+    assert len(resolve("detect", sources())) == 2  # the script's and the package's
+    (only,) = resolve("pkg:detect", sources())
+    assert only.path.endswith("pkg/__init__.py")
+    (draw_by_name,) = resolve("draw", sources())
+    assert draw_by_name.function == "Painter.draw"
+
+
+def test_line_specs_by_relative_absolute_and_suffix_paths() -> None:
+    cwd = str(PROGRAMS.parent)
+    for file in ("programs/faces_before.py", str(PROGRAMS / "faces_before.py"), "faces_before.py"):
+        (site,) = resolve(f"{file}:17", sources(), cwd=cwd)
+        assert site.line == 17 and site.function is None
+
+
+@pytest.mark.parametrize(
+    "spec, message, hint",
+    [
+        ("detcet", "--checkpoint-at detcet names no function.", "did you mean detect?"),
+        ("faces_before.py:14", "no statement starts on line 14 of programs/faces_before.py.", "line 16"),
+        ("face.py:3", "face.py is not one of the files forkpoint runs.", "it is not the script"),
+    ],
+)
+def test_specs_that_name_nothing_say_so(spec: str, message: str, hint: str) -> None:
+    with pytest.raises(ForkpointError) as info:
+        resolve(spec, sources(), cwd=str(PROGRAMS.parent))
+    assert info.value.message == message
+    assert hint in (info.value.hint or "")
