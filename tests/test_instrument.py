@@ -107,3 +107,47 @@ def test_specs_that_name_nothing_say_so(spec: str, message: str, hint: str) -> N
         resolve(spec, sources(), cwd=str(PROGRAMS.parent))
     assert info.value.message == message
     assert hint in (info.value.hint or "")
+
+
+def run_rewritten(source: str, start: int = 0) -> tuple[list[int], dict[str, object]]:
+    from forkpoint.instrument.rewrite import SITE_NAME, compile_script
+
+    hits: list[int] = []
+    ns: dict[str, object] = {SITE_NAME: hits.append, "__name__": "__main__"}
+    exec(compile_script(source, "<prog>", start), ns)  # type: ignore[arg-type]
+    return hits, ns
+
+
+def test_sites_follow_each_top_level_statement_but_the_last() -> None:
+    hits, ns = run_rewritten(
+        '"""doc"""\nfrom __future__ import annotations\nx = 1\nfor i in range(3):\n    x += i\ny = x\n'
+    )
+    assert hits == [2, 3] and ns["y"] == 4
+
+
+def test_rewritten_code_keeps_source_positions() -> None:
+    from forkpoint.instrument.rewrite import SITE_NAME, compile_script
+
+    code = compile_script("x = 1\n\ndef f():\n    return 1 / 0\n\nf()\n", "<prog>")
+    ns: dict[str, object] = {SITE_NAME: lambda i: None}
+    with pytest.raises(ZeroDivisionError) as info:
+        exec(code, ns)  # type: ignore[arg-type]
+    import traceback
+
+    lines = [frame.lineno for frame in traceback.extract_tb(info.tb)]
+    assert lines[-2:] == [6, 4]
+
+
+def test_a_remainder_runs_the_statements_after_an_index() -> None:
+    hits, ns = run_rewritten("a = 1\nb = 2\nc = 3\nd = 4\n", start=2)
+    assert hits == [2] and "a" not in ns and ns["d"] == 4
+
+
+def test_only_function_body_changes_are_swappable() -> None:
+    base = "x = 1\ndef f():\n    return 1\nclass C:\n    def m(self):\n        return 2\ny = f()\n"
+    body_only = base.replace("return 1", "return 10").replace("return 2", "return 20")
+    assert diff_sources(base, body_only).first_unswappable is None
+    assert diff_sources(base, body_only).first_changed_statement == 1
+    new_method = base.replace("        return 2\n", "        return 2\n    def n(self):\n        pass\n")
+    assert diff_sources(base, new_method).first_unswappable == 2
+    assert diff_sources(base, base.replace("y = f()", "y = f() + 1")).first_unswappable == 3

@@ -18,6 +18,8 @@ class SourceDiff:
     """The difference between two versions of one module."""
 
     first_changed_statement: int | None  # index of the first top-level statement that differs
+    # the first whose change is more than new code in function bodies (which a swap handles)
+    first_unswappable: int | None = None
     changed_functions: frozenset[str] = field(default_factory=frozenset)  # qualnames
     added_functions: frozenset[str] = field(default_factory=frozenset)
     removed_functions: frozenset[str] = field(default_factory=frozenset)
@@ -31,6 +33,16 @@ class SourceDiff:
 
 def normalized(node: ast.AST) -> str:
     return ast.dump(node, annotate_fields=False, include_attributes=False)
+
+
+def _without_bodies(node: ast.stmt) -> str:
+    """The statement with every function body blanked: equal before and after an edit when
+    only code inside functions changed, which swapping ``__code__`` can apply to live objects."""
+    copy = ast.parse(ast.unparse(node)).body[0]
+    for sub in ast.walk(copy):
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            sub.body = [ast.Pass()]
+    return normalized(copy)
 
 
 def functions(tree: ast.AST) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -55,16 +67,24 @@ def functions(tree: ast.AST) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef
 def diff_sources(old: str, new: str) -> SourceDiff:
     """Compare two sources; raises SyntaxError (with the new file's position) if ``new`` is broken."""
     old_tree, new_tree = ast.parse(old), ast.parse(new)
-    first = None
+    first = unswappable = None
     old_body, new_body = old_tree.body, new_tree.body
     for i in range(max(len(old_body), len(new_body))):
-        if i >= len(old_body) or i >= len(new_body) or normalized(old_body[i]) != normalized(new_body[i]):
-            first = i
+        if i >= len(old_body) or i >= len(new_body):
+            first = i if first is None else first
+            unswappable = i
+            break
+        if normalized(old_body[i]) == normalized(new_body[i]):
+            continue
+        first = i if first is None else first
+        if _without_bodies(old_body[i]) != _without_bodies(new_body[i]):
+            unswappable = i
             break
     old_funcs = {name: normalized(node) for name, node in functions(old_tree).items()}
     new_funcs = {name: normalized(node) for name, node in functions(new_tree).items()}
     return SourceDiff(
         first,
+        unswappable,
         frozenset(n for n in old_funcs.keys() & new_funcs.keys() if old_funcs[n] != new_funcs[n]),
         frozenset(new_funcs.keys() - old_funcs.keys()),
         frozenset(old_funcs.keys() - new_funcs.keys()),
