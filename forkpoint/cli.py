@@ -13,9 +13,14 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from forkpoint import __version__
 from forkpoint.errors import ForkpointError
+
+if TYPE_CHECKING:
+    from forkpoint.controller import Controller
+    from forkpoint.shell.render import Renderer
 
 __all__ = ["main", "parse_size"]
 
@@ -43,34 +48,67 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"forkpoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shell = sub.add_parser("shell", help="a Python REPL whose every input is a checkpoint")
-    shell.add_argument("--python", help="the interpreter that runs your code (default: forkpoint's own)")
-    shell.add_argument(
-        "--memory-budget",
-        default="50%",
-        help="memory checkpoints may hold before old ones are evicted: 4G, 512M or a share of RAM (50%%)",
-    )
-    shell.add_argument("--max-checkpoints", type=int, default=200, help="most live checkpoints (default 200)")
     shell.set_defaults(func=_cmd_shell)
+    run = sub.add_parser(
+        "run",
+        help="run a script with a checkpoint after each top-level statement; resume it after an edit",
+        usage="forkpoint run [OPTIONS] script.py [OPTIONS] [-- SCRIPT_ARGS...]",
+    )
+    run.add_argument("script", help="the Python script to run")
+    run.add_argument("script_args", nargs="*", metavar="SCRIPT_ARGS", help="after --: the script's arguments")
+    run.add_argument(
+        "--on-error",
+        choices=["shell", "exit"],
+        help="on an exception: open the post-mortem shell (default on a terminal) or exit with the error",
+    )
+    for option in (shell, run):
+        option.add_argument("--python", help="the interpreter that runs your code (default: forkpoint's own)")
+        option.add_argument(
+            "--memory-budget",
+            default="50%",
+            help="memory checkpoints may hold before old ones are evicted: 4G, 512M or a share of RAM (50%%)",
+        )
+        option.add_argument("--max-checkpoints", type=int, default=200, help="most live checkpoints (200)")
+    run.set_defaults(func=_cmd_run)
     return parser
 
 
-def _cmd_shell(args: argparse.Namespace) -> int:
+def _controller(args: argparse.Namespace, render: Renderer) -> Controller:
     from forkpoint.controller import Controller
     from forkpoint.controller.memory import physical_memory
-    from forkpoint.shell.render import Renderer
-    from forkpoint.shell.repl import Shell
 
-    budget = parse_size(args.memory_budget, total=physical_memory()[0])
-    render = Renderer()
-    controller = Controller(
+    return Controller(
         python=args.python,
-        memory_budget=budget,
+        memory_budget=parse_size(args.memory_budget, total=physical_memory()[0]),
         max_checkpoints=args.max_checkpoints,
         on_event=render.event,
         reap_everything=True,
     )
-    with controller:
+
+
+def _cmd_shell(args: argparse.Namespace) -> int:
+    from forkpoint.shell.render import Renderer
+    from forkpoint.shell.repl import Shell
+
+    render = Renderer()
+    with _controller(args, render) as controller:
         return Shell(controller, render).run()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from forkpoint.shell.render import Renderer
+    from forkpoint.shell.repl import Shell
+
+    on_error = args.on_error or ("shell" if sys.stdin.isatty() else "exit")
+    render = Renderer()
+    with _controller(args, render) as controller:
+        result = controller.run_script(args.script, args.script_args)
+        if result.status == "exit":
+            return result.exit_code or 0
+        render.result(result)
+        if on_error == "exit":
+            return 1
+        return Shell(controller, render, postmortem=True).run()
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

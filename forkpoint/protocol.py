@@ -32,7 +32,7 @@ _OPT_INT = (int, type(None))
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # agent -> controller
     "hello": {"role": _STR, "pid": _INT, "version": _INT, "origin": _OPT_INT},
-    "taken": {"pid": _INT, "label": _OPT_STR, "at_rest": (bool,)},
+    "taken": {"pid": _INT, "label": _OPT_STR, "at_rest": (bool,), "site": _OPT_INT, "called": (list,)},
     "notice": {"text": _STR},
     "result": {
         "status": _STR,
@@ -47,7 +47,10 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "exec": {"code": _STR, "filename": _STR},
     "eval": {"expr": _STR},
     "complete": {"text": _STR},
-    "fork_head": {"fg_pgid": _INT},
+    "fork_head": {"fg_pgid": _INT, "resume": (dict, type(None))},
+    "run": {"path": _STR, "source": _STR, "argv": (list,)},
+    "pm_exec": {"code": _STR, "frame": _INT},
+    "frame": {"index": _INT},
     "probe": {},
     "exit": {},
 }

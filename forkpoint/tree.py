@@ -31,12 +31,17 @@ class Checkpoint:
     created: float = field(default_factory=time.time)
     alive: bool = True
     memory: int | None = None  # bytes only this checkpoint holds (USS), when measured
+    site: int | None = None  # in a script: the top-level statement it follows
+    version: int | None = None  # in a script: which version of the source was running
+    called: tuple[str, ...] = ()  # in a script: functions first called in the statement before
 
     @property
     def title(self) -> str:
         """One line saying what made this checkpoint."""
         if self.id == 0:
             return "(fresh interpreter)"
+        if self.site is not None:
+            return f"after {self.source}"
         first = self.source.strip().splitlines()[0] if self.source.strip() else ""
         more = " ..." if self.source.strip().count("\n") else ""
         text = first + more

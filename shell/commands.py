@@ -17,7 +17,54 @@ __all__ = ["COMMANDS", "dispatch"]
 
 
 class Quit(Exception):
-    """Raised by :quit; the shell leaves its loop."""
+    """Raised by :quit (or a script that ends after resume); the shell leaves its loop."""
+
+    def __init__(self, code: int = 0) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _postmortem(shell: Shell, name: str) -> None:
+    if not shell.postmortem:
+        raise ForkpointError(f"{name} works after a script failed under forkpoint run.")
+
+
+def cmd_resume(shell: Shell, args: str) -> None:
+    """resume [--from ID]      go on with the edited script from the latest checkpoint it can"""
+    _postmortem(shell, "resume")
+    parts = args.split()
+    if parts and (parts[0] != "--from" or len(parts) != 2):
+        raise ForkpointError("resume takes no argument but --from ID.", "for example resume --from 4")
+    resumed = shell.controller.resume(parts[1] if parts else None)
+    shell.frame = 0
+    result = resumed.result
+    if result.status == "exit":
+        raise Quit(result.exit_code or 0)
+    shell.render.result(result)
+
+
+def _move(shell: Shell, step: int) -> None:
+    _postmortem(shell, "up and down")
+    ok, text = shell.controller.frame(shell.frame + step)
+    if not ok:
+        raise ForkpointError("that is the " + ("outermost" if step > 0 else "innermost") + " frame.")
+    shell.frame += step
+    shell.render.line(text.rstrip("\n"), "info")
+
+
+def cmd_up(shell: Shell, args: str) -> None:
+    """up / down / where       move out / in along the failing stack, or show the frame"""
+    _move(shell, 1)
+
+
+def cmd_down(shell: Shell, args: str) -> None:
+    """down                    move one frame in, towards where the exception was raised"""
+    _move(shell, -1)
+
+
+def cmd_where(shell: Shell, args: str) -> None:
+    """where                   the frame that inputs are evaluated in"""
+    _move(shell, 0)
 
 
 def cmd_checkpoints(shell: Shell, args: str) -> None:
@@ -72,8 +119,12 @@ def cmd_mem(shell: Shell, args: str) -> None:
 def cmd_help(shell: Shell, args: str) -> None:
     """:help                   this list"""
     shell.render.line("Every input that succeeds becomes a checkpoint; one that fails is rolled back.")
-    for func in dict.fromkeys(COMMANDS.values()):
-        shell.render.line("  " + (func.__doc__ or "").strip().splitlines()[0])
+    for name, func in dict.fromkeys(COMMANDS.items()):
+        if name in POSTMORTEM_WORDS and not shell.postmortem or func in (cmd_down, cmd_where):
+            continue
+        line = (func.__doc__ or "").strip().splitlines()[0]
+        if line.startswith(":") or shell.postmortem:
+            shell.render.line("  " + line)
 
 
 def cmd_quit(shell: Shell, args: str) -> None:
@@ -93,7 +144,13 @@ COMMANDS: dict[str, Callable[[Shell, str], None]] = {
     "help": cmd_help,
     "quit": cmd_quit,
     "q": cmd_quit,
+    "resume": cmd_resume,
+    "up": cmd_up,
+    "down": cmd_down,
+    "where": cmd_where,
 }
+# In post-mortem these are typed as bare words too, as in pdb.
+POSTMORTEM_WORDS = {"resume", "up", "down", "where"}
 
 
 def dispatch(shell: Shell, line: str) -> None:

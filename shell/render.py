@@ -51,7 +51,13 @@ class Renderer:
         self.out.flush()
 
     def event(self, event: Event) -> None:
-        style = {"notice": "warn", "died": "error", "evicted": "dim", "interrupt": "warn"}.get(event.kind)
+        style = {
+            "notice": "warn",
+            "died": "error",
+            "evicted": "dim",
+            "interrupt": "warn",
+            "resume": "info",
+        }.get(event.kind)
         self.line(f"forkpoint: {event.text}", style)
 
     def error(self, message: str) -> None:

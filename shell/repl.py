@@ -26,7 +26,7 @@ from forkpoint.agent.namespace import completion_token
 from forkpoint.channel import private_dir
 from forkpoint.controller import Controller, ExecResult, Rewound
 from forkpoint.errors import ForkpointError
-from forkpoint.shell.commands import Quit, dispatch
+from forkpoint.shell.commands import POSTMORTEM_WORDS, Quit, dispatch
 from forkpoint.shell.render import Renderer
 
 __all__ = ["Shell", "input_is_complete", "next_indent"]
@@ -120,9 +120,11 @@ def _history() -> History:
 class Shell:
     """The REPL loop around a started controller."""
 
-    def __init__(self, controller: Controller, render: Renderer) -> None:
+    def __init__(self, controller: Controller, render: Renderer, postmortem: bool = False) -> None:
         self.controller = controller
         self.render = render
+        self.postmortem = postmortem  # after a script failed: inputs run in a frame of the failure
+        self.frame = 0
         self.session: PromptSession[str] = PromptSession(
             lexer=PygmentsLexer(PythonLexer),
             multiline=True,
@@ -135,17 +137,22 @@ class Shell:
         )
 
     def _prompt(self) -> str:
-        return f"[{self.controller.current}]>>> "
+        return f"[{self.controller.current}]{'pm' if self.postmortem else ''}>>> "
 
     def _continuation(self, width: int, line_number: int, is_soft_wrap: int) -> str:
         return "." * (width - 1) + " "
 
     def run(self) -> int:
         """Read and run inputs until :quit, Ctrl-D or exit(); returns the exit code."""
-        self.render.line(
-            f"forkpoint {__version__}: every input is a checkpoint; :help lists commands, Ctrl-D quits.",
-            "dim",
-        )
+        if self.postmortem:
+            banner = (
+                "post-mortem: inputs run in the failing frame (up/down move); edit the file, then type resume"
+            )
+        else:
+            banner = (
+                f"forkpoint {__version__}: every input is a checkpoint; :help lists commands, Ctrl-D quits."
+            )
+        self.render.line(banner, "dim")
         while True:
             try:
                 text = self.session.prompt(self._prompt())
@@ -155,8 +162,8 @@ class Shell:
                 return 0
             try:
                 code = self.handle(text)
-            except Quit:
-                return 0
+            except Quit as stop:
+                return stop.code
             except ForkpointError as exc:
                 self.render.error(str(exc))
                 continue
@@ -169,6 +176,14 @@ class Shell:
             return None
         if text.lstrip().startswith(":"):
             dispatch(self, text)
+            return None
+        if self.postmortem:
+            if text.split()[0] in POSTMORTEM_WORDS:
+                dispatch(self, ":" + text.strip())
+                return None
+            ok, error = self.controller.pm_exec(text, self.frame)
+            if not ok:
+                self.render.line(error.rstrip("\n"), "error")
             return None
         result = self.controller.execute(text)
         return self.show_result(result)

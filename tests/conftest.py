@@ -14,6 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Tests fork real processes on a 2-core machine: a per-example deadline would only be noise.
+settings.register_profile("forkpoint", deadline=None)
+settings.load_profile("forkpoint")
 
 sys.path.insert(0, str(Path(__file__).parent))
 

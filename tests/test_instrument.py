@@ -110,11 +110,11 @@ def test_specs_that_name_nothing_say_so(spec: str, message: str, hint: str) -> N
 
 
 def run_rewritten(source: str, start: int = 0) -> tuple[list[int], dict[str, object]]:
-    from forkpoint.instrument.rewrite import SITE_NAME, compile_script
+    from forkpoint.instrument.rewrite import CALLED_NAME, SITE_NAME, compile_script
 
     hits: list[int] = []
-    ns: dict[str, object] = {SITE_NAME: hits.append, "__name__": "__main__"}
-    exec(compile_script(source, "<prog>", start), ns)  # type: ignore[arg-type]
+    ns: dict[str, object] = {SITE_NAME: hits.append, CALLED_NAME: lambda name: None, "__name__": "__main__"}
+    exec(compile_script(source, "<prog>", start), ns)
     return hits, ns
 
 
@@ -126,12 +126,12 @@ def test_sites_follow_each_top_level_statement_but_the_last() -> None:
 
 
 def test_rewritten_code_keeps_source_positions() -> None:
-    from forkpoint.instrument.rewrite import SITE_NAME, compile_script
+    from forkpoint.instrument.rewrite import CALLED_NAME, SITE_NAME, compile_script
 
     code = compile_script("x = 1\n\ndef f():\n    return 1 / 0\n\nf()\n", "<prog>")
-    ns: dict[str, object] = {SITE_NAME: lambda i: None}
+    ns: dict[str, object] = {SITE_NAME: lambda i: None, CALLED_NAME: lambda name: None}
     with pytest.raises(ZeroDivisionError) as info:
-        exec(code, ns)  # type: ignore[arg-type]
+        exec(code, ns)
     import traceback
 
     lines = [frame.lineno for frame in traceback.extract_tb(info.tb)]

@@ -18,7 +18,7 @@ def test_round_trip_through_a_socket_pair() -> None:
     left, right = Channel(a), Channel(b)
     msgs = [
         {"op": "exec", "code": "x = 'é'\n", "filename": "<input-1>"},
-        {"op": "taken", "pid": 12, "label": None, "at_rest": True},
+        {"op": "taken", "pid": 12, "label": None, "at_rest": True, "site": None, "called": []},
         {"op": "result", "status": "ok", "checkpoint_pid": None, "traceback": None, "exit_code": None},
     ]
     for m in msgs:
@@ -36,7 +36,7 @@ def test_round_trip_through_a_socket_pair() -> None:
         ({"op": "nope"}, "unknown op"),
         ({"op": "exec", "code": "x"}, "missing filename"),
         ({"op": "exec", "code": 1, "filename": "f"}, "type int"),
-        ({"op": "taken", "pid": True, "label": None, "at_rest": True}, "type bool"),
+        ({"op": "taken", "pid": True, "label": None, "at_rest": True, "called": []}, "type bool"),
         ({"op": "probe", "extra": 1}, "unexpected field"),
     ],
 )

@@ -16,7 +16,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from forkpoint.agent import namespace, snapshot
+from forkpoint.agent import namespace, runner, snapshot
 from forkpoint.protocol import Message
 
 __all__ = ["main", "run_input"]
@@ -81,27 +81,48 @@ def run_input(code: str, filename: str) -> tuple[str, str | None, int | None]:
         compiled = compile(ast.Interactive(body=tree.body), filename, "single")
     except (SyntaxError, ValueError, OverflowError) as exc:
         return "error", "".join(traceback.format_exception_only(type(exc), exc)), None
+    return run_code(compiled, user_namespace())
+
+
+def run_code(code: Any, ns: dict[str, Any]) -> tuple[str, str | None, int | None]:
+    """Run user code; errors become (status, traceback) data, never forkpoint exceptions."""
     try:
-        exec(compiled, user_namespace())
+        exec(code, ns)
     except SystemExit as exc:
         return "exit", None, _exit_code(exc.code)
+    except runner.Finished:
+        return "exit", None, 0
     except BaseException as exc:
         _flush_stdio()
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-        return status, _format_user_exception(exc), None
+        if isinstance(exc, runner.RemainderFailed):
+            error: BaseException = exc.error
+            if isinstance(error, SystemExit):
+                return "exit", None, _exit_code(error.code)
+        else:
+            error = exc.with_traceback(exc.__traceback__.tb_next if exc.__traceback__ else None)
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "error"
+        return status, _format_user_exception(error), None
     finally:
         _flush_stdio()
     return "ok", None, None
 
 
 def _format_user_exception(exc: BaseException) -> str:
-    """The traceback without forkpoint's own frame, and remembered for ``pdb.pm()``."""
-    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    """The traceback, remembered for ``pdb.pm()`` and post-mortem evaluation."""
+    tb = _user_frames(exc.__traceback__)
     exc = exc.with_traceback(tb)
     sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, tb
     if sys.version_info >= (3, 12):
         sys.last_exc = exc
     return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drop leading frames of forkpoint's own code (the runner and its sites)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(here) and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb
 
 
 def _exit_code(code: object) -> int:
@@ -137,7 +158,60 @@ def _on_complete(msg: Message) -> None:
     snapshot.channel().send({"op": "completions", "items": items[:500]})
 
 
+def _on_run(msg: Message) -> None:
+    code, ns = runner.prepare(msg["path"], msg["source"], [str(a) for a in msg["argv"]])
+    status, tb, exit_code = run_code(code, ns)
+    if status == "ok":
+        status, exit_code = "exit", 0  # the script ran to its end
+    snapshot.channel().send(
+        {"op": "result", "status": status, "checkpoint_pid": None, "traceback": tb, "exit_code": exit_code}
+    )
+
+
+def _failing_frames() -> list[types.FrameType]:
+    """Frames of the last failure, innermost first (index 0 is where it was raised)."""
+    frames = []
+    tb = getattr(sys, "last_traceback", None)
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames[::-1]
+
+
+def _on_pm_exec(msg: Message) -> None:
+    """Run an input in a frame of the failure (post-mortem), echoing expressions."""
+    frames = _failing_frames()
+    index = msg["frame"]
+    if not 0 <= index < len(frames):
+        snapshot.channel().send({"op": "value", "ok": False, "text": "there is no failure to inspect."})
+        return
+    frame = frames[index]
+    try:
+        compiled = compile(msg["code"], "<post-mortem>", "single")
+        exec(compiled, frame.f_globals, frame.f_locals)
+        ok, text = True, ""
+    except BaseException as exc:
+        tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+        ok, text = False, "".join(traceback.format_exception(type(exc), exc, tb))
+    _flush_stdio()
+    snapshot.channel().send({"op": "value", "ok": ok, "text": text})
+
+
+def _on_frame(msg: Message) -> None:
+    frames = _failing_frames()
+    index = msg["index"]
+    if not 0 <= index < len(frames):
+        snapshot.channel().send({"op": "value", "ok": False, "text": f"{len(frames)} frames"})
+        return
+    frame = frames[index]
+    summary = traceback.FrameSummary(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+    snapshot.channel().send({"op": "value", "ok": True, "text": "".join(traceback.format_list([summary]))})
+
+
 _HANDLERS: dict[str, Callable[[Message], None]] = {
+    "run": _on_run,
+    "pm_exec": _on_pm_exec,
+    "frame": _on_frame,
     "exec": _on_exec,
     "eval": _on_eval,
     "complete": _on_complete,

@@ -50,6 +50,7 @@ class _Link:
     controller_pid: int
     channel: Channel
     armed: bool = False
+    directive: dict[str, Any] | None = None
 
 
 _link: _Link | None = None
@@ -100,7 +101,17 @@ def notify(text: str, once: str | None = None) -> None:
         _link.channel.send({"op": "notice", "text": text})
 
 
-def take(label: str | None = None, at_rest: bool = False) -> int | None:
+def pop_directive() -> dict[str, Any] | None:
+    """The resume directive a new head was forked with (once), if any."""
+    if _link is None:
+        return None
+    directive, _link.directive = _link.directive, None
+    return directive
+
+
+def take(
+    label: str | None = None, at_rest: bool = False, site: int | None = None, called: list[str] | None = None
+) -> int | None:
     """Fork a checkpoint. Returns its pid in the head, ``None`` in a head rewound to it."""
     if _link is None:
         return -1
@@ -110,7 +121,8 @@ def take(label: str | None = None, at_rest: bool = False) -> int | None:
     threads = _warn_threads()
     rng = sys.modules["random"].getstate() if "random" in sys.modules else None
     saved = _Saved(offsets, rng, signal.getsignal(signal.SIGINT))
-    tail = json.dumps({"label": label, "at_rest": at_rest}, separators=(",", ":"))[1:].encode()
+    fields = {"label": label, "at_rest": at_rest, "site": site, "called": called or []}
+    tail = json.dumps(fields, separators=(",", ":"))[1:].encode()
     sock = _link.channel.sock
     _flush()
     if threads:
@@ -148,6 +160,7 @@ def _park(saved: _Saved) -> None:
         if msg is None or msg["op"] == "exit":
             os._exit(0)  # EOF: the controller is gone; no atexit, no temp dirs removed
         if msg["op"] == "fork_head" and _fork_head(ch, msg["fg_pgid"], saved):
+            _link.directive = msg.get("resume")
             return
         if msg["op"] == "probe":
             _fork_probe(ch)

@@ -10,7 +10,9 @@ from forkpoint.controller.controller import (
     Event,
     ExecResult,
     MemoryReport,
+    Resumed,
     Rewound,
+    Script,
 )
 
-__all__ = ["Change", "Controller", "Event", "ExecResult", "MemoryReport", "Rewound"]
+__all__ = ["Change", "Controller", "Event", "ExecResult", "MemoryReport", "Resumed", "Rewound", "Script"]

@@ -12,6 +12,7 @@ Errors the user can act on are ``ForkpointError``; everything else is an interna
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import select
@@ -31,10 +32,11 @@ from forkpoint.channel import Channel, listen, peer_credentials, private_dir
 from forkpoint.controller import memory
 from forkpoint.controller.processes import Reaper, describe_status, is_alive, kill, make_subreaper, spawn
 from forkpoint.errors import ForkpointError, ProtocolError
+from forkpoint.instrument.diff import diff_sources
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
-__all__ = ["Change", "Controller", "Event", "ExecResult", "MemoryReport", "Rewound"]
+__all__ = ["Change", "Controller", "Event", "ExecResult", "MemoryReport", "Resumed", "Rewound", "Script"]
 
 HELLO_TIMEOUT = 30.0
 MEASURE_EVERY = 1.0  # seconds between memory measurements of all checkpoints
@@ -86,6 +88,48 @@ class MemoryReport:
     @property
     def held(self) -> int:
         return sum(m.uss + m.page_tables for m in self.checkpoints.values())
+
+
+@dataclass(frozen=True)
+class Resumed:
+    checkpoint: int
+    where: str  # what the checkpoint follows, e.g. "line 12: boxes = detect(frames)"
+    skipped: float  # seconds of the first run that the resume did not redo
+    result: ExecResult
+
+
+@dataclass
+class Script:
+    """The script of ``forkpoint run`` and every version of its source that ran."""
+
+    path: str
+    argv: list[str]
+    versions: list[str]
+    started: float
+
+    def describe(self, site: int) -> str:
+        stmt = ast.parse(self.versions[-1]).body[site]
+        first = ast.get_source_segment(self.versions[-1], stmt) or ""
+        return f"line {stmt.lineno}: {first.splitlines()[0] if first else ''}"
+
+
+def read_script(path: str) -> str:
+    """The script's source, or one clear sentence on why it cannot run."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+    except FileNotFoundError:
+        raise ForkpointError(f"{path} does not exist.", "was it moved or deleted?") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ForkpointError(f"cannot read {path}: {exc}.") from None
+    try:
+        ast.parse(source, path)
+    except SyntaxError as exc:
+        raise ForkpointError(
+            f"{os.path.relpath(path)}, line {exc.lineno}: {exc.msg}.",
+            "fix it and try again; nothing was lost",
+        ) from None
+    return source
 
 
 @dataclass
@@ -158,6 +202,7 @@ class Controller:
         self._channels: dict[int, Channel] = {}
         self._arrivals: dict[int, _Arrival] = {}
         self._listener: socket.socket | None = None
+        self.script: Script | None = None
         self._rundir: str | None = None
         self.socket_path = ""
 
@@ -297,6 +342,8 @@ class Controller:
             reply = self._await_reply("result")
         if reply is None:
             death = self._bury_head()
+            if self.script is not None:  # post-mortem of a script: resume picks where to go on
+                return ExecResult("died", death=death)
             target = self._restore_head(self.tree.at_rest_base(self.current))
             if state.interrupts >= 2:
                 return ExecResult(
@@ -311,6 +358,8 @@ class Controller:
         if status == "exit":
             state.base = state.tip
             return ExecResult("exit", exit_code=reply["exit_code"])
+        if self.script is not None:
+            return ExecResult(status, traceback=reply["traceback"])  # the head stays, in post-mortem
         target = self._restore_head(self.tree.at_rest_base(self.current))
         return ExecResult(status, traceback=reply["traceback"], rolled_back_to=target)
 
@@ -341,6 +390,87 @@ class Controller:
                     return reply
             head.gone = True
         return None
+
+    # ----------------------------------------------------------------- scripts
+
+    def run_script(self, path: str, argv: list[str]) -> ExecResult:
+        """Run a script with a checkpoint after each top-level statement; on an error the head
+        stays in post-mortem (``pm_exec``, ``frame``) until ``resume``."""
+        path = os.path.abspath(path)
+        self.script = Script(path, list(argv), [read_script(path)], time.time())
+        return self._start_script()
+
+    def _start_script(self) -> ExecResult:
+        assert self.script is not None
+        head = self._require_head()
+        state = self._state
+        state.source, state.tip, state.base = "", state.base, None
+        msg = {
+            "op": "run",
+            "path": self.script.path,
+            "source": self.script.versions[-1],
+            "argv": self.script.argv,
+        }
+        if not head.channel.send(msg):
+            head.gone = True
+        return self._finish_input()
+
+    def resume(self, ref: str | None = None) -> Resumed:
+        """Continue the failed script with the file's new code from the latest checkpoint that
+        the new code can continue (or ``ref``)."""
+        script = self.script
+        if script is None:
+            raise ForkpointError("there is no script to resume.", "resume follows forkpoint run")
+        new = read_script(script.path)
+        node = self.tree.resolve(ref, self.current) if ref else self._resume_point(new)
+        if node.id != 0 and node.site is None:
+            raise ForkpointError(f"[{node.id}] is not a checkpoint of the script.", ":checkpoints lists them")
+        skipped = max(0.0, node.created - script.started) if node.id else 0.0
+        script.versions.append(new)
+        if node.id == 0:  # nothing can be kept: run the new script from the start
+            self._kill_head(wait=False)
+            self._restore_head(0)
+            script.started = time.time()
+            self._emit(
+                "resume", "no checkpoint can continue the new code; running the script again from the start"
+            )
+            return Resumed(0, "the start", 0.0, self._start_script())
+        directive = {"path": script.path, "source": new, "start": int(node.site or 0) + 1}
+        self._emit("resume", f"resuming from [{node.id}] after {node.source}: skips {skipped:.1f} s of work")
+        result = self._replace_head(node, resume=directive)
+        assert result is not None
+        return Resumed(node.id, node.source, skipped, result)
+
+    def _resume_point(self, new: str) -> Checkpoint:
+        """The latest checkpoint on this branch that the new code can continue: nothing above it
+        changed but function bodies, and none of those functions had been called by then
+        (their results would be the old code's)."""
+        assert self.script is not None
+        chain = [self.tree[cid] for cid in self.tree.ancestors(self.current)]
+        for i, node in enumerate(chain):
+            if not node.alive or node.site is None or node.version is None:
+                continue
+            diff = diff_sources(self.script.versions[node.version], new)
+            if diff.first_unswappable is not None and diff.first_unswappable <= node.site:
+                continue
+            ran = {name for older in chain[i:] for name in older.called}
+            if not ran & (diff.changed_functions | diff.removed_functions):
+                return node
+        return self.tree[0]
+
+    def pm_exec(self, code: str, frame: int) -> tuple[bool, str]:
+        """Run an input in frame ``frame`` of the failure (0: where it was raised)."""
+        reply = self._request({"op": "pm_exec", "code": code, "frame": frame}, "value")
+        if reply is None:
+            raise ForkpointError("the script's process is gone; resume to go on.")
+        return bool(reply["ok"]), str(reply["text"])
+
+    def frame(self, index: int) -> tuple[bool, str]:
+        """Where frame ``index`` of the failure is (False, count) when there is none."""
+        reply = self._request({"op": "frame", "index": index}, "value")
+        if reply is None:
+            raise ForkpointError("the script's process is gone; resume to go on.")
+        return bool(reply["ok"]), str(reply["text"])
 
     # ----------------------------------------------------------------- moving around
 
@@ -401,10 +531,10 @@ class Controller:
 
     # ----------------------------------------------------------------- head replacement
 
-    def _replace_head(self, target: Checkpoint) -> ExecResult | None:
+    def _replace_head(self, target: Checkpoint, resume: Message | None = None) -> ExecResult | None:
         """Kill the head and fork a new one from ``target``; run on if it was mid-input."""
         self._kill_head(wait=False)
-        self._spawn_head_from(target)
+        self._spawn_head_from(target, resume)
         state = self._state
         state.tip = target.id
         if target.at_rest:
@@ -430,9 +560,9 @@ class Controller:
             return aid
         raise ForkpointError("every checkpoint on this branch is gone; nothing to rewind to.")
 
-    def _spawn_head_from(self, node: Checkpoint) -> None:
+    def _spawn_head_from(self, node: Checkpoint, resume: Message | None = None) -> None:
         ch = self._checkpoint_channel(node)
-        if not ch.send({"op": "fork_head", "fg_pgid": os.getpgrp()}):
+        if not ch.send({"op": "fork_head", "fg_pgid": os.getpgrp(), "resume": resume}):
             self._lost_checkpoint(node)
         try:
             arrival = self._await_arrival(
@@ -501,6 +631,10 @@ class Controller:
     def _on_taken(self, msg: Message) -> None:
         state = self._state
         node = self.tree.add(state.tip, int(msg["pid"]), state.source, msg["label"], bool(msg["at_rest"]))
+        if msg.get("site") is not None and self.script is not None:
+            node.site, node.version = int(msg["site"]), len(self.script.versions) - 1
+            node.called = tuple(str(name) for name in msg["called"])
+            node.source = self.script.describe(node.site)
         state.tip = node.id
         self._reaper.watch(node.pid)
         self._enforce_budget()

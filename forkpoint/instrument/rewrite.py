@@ -9,10 +9,12 @@ its source position (tracebacks and ``inspect`` point at the user's lines).
 from __future__ import annotations
 
 import ast
+import types
 
-__all__ = ["SITE_NAME", "compile_script", "rewrite_top_level"]
+__all__ = ["CALLED_NAME", "SITE_NAME", "compile_script", "mark_functions", "rewrite_top_level"]
 
 SITE_NAME = "@forkpoint_site"
+CALLED_NAME = "@forkpoint_called"
 
 
 def _site_call(index: int, after: ast.stmt) -> ast.stmt:
@@ -48,8 +50,36 @@ def rewrite_top_level(tree: ast.Module, start: int = 0) -> ast.Module:
     return ast.Module(body=body, type_ignores=tree.type_ignores)
 
 
-def compile_script(source: str, path: str, start: int = 0) -> object:
-    """Compile ``source`` (or its statements from index ``start`` on) with sites inserted."""
+def mark_functions(tree: ast.Module) -> ast.Module:
+    """Put ``@forkpoint_called("qualname")`` first in every function that is not nested.
+
+    The runtime records the first call (so resume knows which finished work ran code that has
+    since changed) and then swaps in the unmarked code: after its first call a function runs
+    at full speed. Nested functions are covered by their parent, whose source holds theirs.
+    """
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                qualname = prefix + child.name
+                doc = 1 if ast.get_docstring(child, clean=False) is not None else 0
+                marker = ast.Expr(ast.Call(ast.Name(CALLED_NAME, ast.Load()), [ast.Constant(qualname)], []))
+                for sub in ast.walk(marker):
+                    sub.lineno = sub.end_lineno = child.body[0].lineno  # type: ignore[attr-defined]
+                    sub.col_offset = sub.end_col_offset = 0  # type: ignore[attr-defined]
+                child.body.insert(doc, marker)
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+
+    visit(tree, "")
+    return tree
+
+
+def compile_script(source: str, path: str, start: int = 0, marked: bool = True) -> types.CodeType:
+    """Compile ``source`` (or its statements from index ``start`` on) with sites inserted and,
+    if ``marked``, first-call markers in its functions."""
     tree = ast.parse(source, path)
+    if marked:
+        mark_functions(tree)
     tree.body = tree.body[start:]
     return compile(rewrite_top_level(tree, start), path, "exec", dont_inherit=True)

@@ -1,0 +1,134 @@
+"""``forkpoint run`` inside the head: run a script with sites, continue it with new code.
+
+The script runs as ``python script.py`` would (``__main__``, ``__file__``, ``sys.argv``,
+``sys.path[0]``), compiled by forkpoint with a site after each top-level statement. A site takes
+a checkpoint; in a head rewound to it with a resume directive, the site swaps the code of changed
+functions, runs the rest of the *new* script from the next statement in the same globals, and
+ends the old script's frame with ``_Finished``.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import types
+from typing import Any
+
+from forkpoint.agent import snapshot
+from forkpoint.instrument.diff import diff_sources
+from forkpoint.instrument.rewrite import CALLED_NAME, SITE_NAME, compile_script
+
+__all__ = ["Finished", "RemainderFailed", "called", "prepare", "site"]
+
+
+class Finished(BaseException):
+    """The new code ran to the end: the old script's frames must stop, successfully."""
+
+
+class RemainderFailed(BaseException):
+    """The new code raised: carries that exception, with a traceback of the new code only."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+_running: dict[str, str] = {}  # path -> the exact source the live code was compiled from
+_clean: dict[str, types.CodeType] = {}  # qualname -> its code without the first-call marker
+_first_calls: list[str] = []  # functions first called since the last site
+
+
+def prepare(path: str, source: str, argv: list[str]) -> tuple[types.CodeType, dict[str, Any]]:
+    """Set the process up like ``python path argv...`` and compile the script with sites."""
+    module = types.ModuleType("__main__")
+    ns = module.__dict__
+    ns.update(__file__=path, __builtins__=__builtins__, __cached__=None)
+    ns[SITE_NAME] = site
+    ns[CALLED_NAME] = called
+    sys.modules["__main__"] = module
+    sys.argv = [path, *argv]
+    sys.path[0] = os.path.dirname(os.path.abspath(path))
+    _remember(path, source)
+    return compile_script(source, path), ns
+
+
+def _remember(path: str, source: str) -> None:
+    _running[path] = source
+    _clean.clear()
+    _clean.update(_code_objects(compile_script(source, path, marked=False)))
+    # Tracebacks show the lines that ran, not whatever the file holds after an edit.
+    linecache.cache[path] = (len(source), None, source.splitlines(True), path)
+
+
+def called(qualname: str) -> None:
+    """First call of a function: note it for the next site, then run unmarked from now on."""
+    _first_calls.append(qualname)
+    func = _find_function(qualname, sys.modules["__main__"].__dict__)
+    clean = _clean.get(qualname)
+    if func is not None and clean is not None and func.__code__.co_freevars == clean.co_freevars:
+        func.__code__ = clean
+
+
+def site(index: int) -> None:
+    """What the inserted statement after top-level statement ``index`` calls."""
+    calls = _first_calls[:]
+    _first_calls.clear()
+    if snapshot.take(site=index, called=calls) is None:
+        directive = snapshot.pop_directive()
+        if directive is not None:
+            _continue(str(directive["path"]), str(directive["source"]), int(directive["start"]))
+
+
+def _continue(path: str, source: str, start: int) -> None:
+    ns = sys.modules["__main__"].__dict__
+    swapped = swap_functions(_running.get(path, ""), source, path, ns)
+    _remember(path, source)
+    if swapped:
+        snapshot.notify(f"new code for {', '.join(sorted(swapped))}")
+    code = compile_script(source, path, start)
+    try:
+        exec(code, ns)
+    except BaseException as exc:
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+        raise RemainderFailed(exc.with_traceback(tb)) from None
+    raise Finished
+
+
+def swap_functions(old: str, new: str, path: str, ns: dict[str, Any]) -> list[str]:
+    """Give live functions whose body changed the new code; returns their qualnames."""
+    if not old:
+        return []
+    changed = diff_sources(old, new).changed_functions
+    codes = _code_objects(compile_script(new, path))  # marked: first calls of new code are noted
+    swapped = []
+    for qualname in changed:
+        func = _find_function(qualname, ns)
+        code = codes.get(qualname)
+        if func is None or code is None:
+            continue
+        if func.__code__.co_freevars == code.co_freevars:
+            func.__code__ = code
+            swapped.append(qualname)
+    return swapped
+
+
+def _code_objects(code: types.CodeType) -> dict[str, types.CodeType]:
+    found: dict[str, types.CodeType] = {}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.setdefault(const.co_qualname, const)
+            found.update({k: v for k, v in _code_objects(const).items() if k not in found})
+    return found
+
+
+def _find_function(qualname: str, ns: dict[str, Any]) -> types.FunctionType | None:
+    if "<locals>" in qualname:
+        return None  # a nested function is made anew by each call of its parent
+    parts = qualname.split(".")
+    obj: Any = ns.get(parts[0])
+    for part in parts[1:]:
+        obj = vars(obj).get(part) if isinstance(obj, type) else None
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    return obj if isinstance(obj, types.FunctionType) else None

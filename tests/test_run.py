@@ -1,0 +1,183 @@
+"""forkpoint run: scripts with checkpoints, post-mortem, and resume after an edit.
+
+The oracle is a differential one: for a deterministic program, run + edit + resume prints
+exactly what a fresh run of the edited program prints from the resume point on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forkpoint.controller import Controller
+from forkpoint.errors import ForkpointError
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+class Run:
+    """A controller whose head writes to a file, and the text written since a mark."""
+
+    def __init__(self, controller: Controller, output: Path) -> None:
+        self.c = controller
+        self.output = output
+        self.mark = 0
+
+    def new_output(self) -> str:
+        text = self.output.read_text()
+        new, self.mark = text[self.mark :], len(text)
+        return new
+
+
+@pytest.fixture
+def script_run(output: Path) -> Iterator[Run]:
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with Controller(stdio=(null, out, out)) as c:
+            yield Run(c, output)
+    finally:
+        os.close(out)
+        os.close(null)
+
+
+def fresh_run(path: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=60)
+    return done.stdout
+
+
+def test_fix_and_resume_prints_what_a_fresh_run_prints(script_run: Run, tmp_path: Path) -> None:
+    script = tmp_path / "pipeline.py"
+    shutil.copy(PROGRAMS / "pipeline.py", script)
+    result = script_run.c.run_script(str(script), ["4"])
+    assert result.status == "error" and "every frame was written to frame{}.jpg" in (result.traceback or "")
+    first = script_run.new_output()
+    assert first == "loaded 4 frames from pipeline.py as __main__\ndetected 8 boxes\n"
+    assert script_run.c.pm_exec("print(len(names))", 0) == (True, "")
+    assert script_run.new_output() == "4\n"
+
+    shutil.copy(PROGRAMS / "pipeline_fixed.py", script)
+    resumed = script_run.c.resume()
+    assert resumed.result.status == "exit" and resumed.result.exit_code == 0
+    # only the drawing step runs again: the checkpoint just before draw() was first called
+    assert resumed.where == 'line 17: print("detected", sum(len(d) for d in detections), "boxes")'
+    expected = fresh_run(script, "4")
+    assert first + script_run.new_output() == expected
+    assert any(e.kind == "notice" and "draw" in e.text for e in script_run.c.events)
+
+
+def test_a_change_above_the_failure_resumes_from_before_it(script_run: Run, tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("x = 1\nprint('a', x)\ny = x * 10\nprint('b', y)\nprint(z)\n")
+    assert script_run.c.run_script(str(script), []).status == "error"
+    script_run.new_output()
+    script.write_text("x = 1\nprint('a', x)\ny = x * 20\nprint('b', y)\nz = 3\nprint(z)\n")
+    resumed = script_run.c.resume()
+    assert resumed.where.startswith("line 2: print('a', x)")
+    assert script_run.new_output() == "b 20\n3\n"
+
+
+def test_resume_from_a_chosen_checkpoint(script_run: Run, tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("n = 0\nn += 1\nprint('n', n)\nn += 1\nraise SystemExit(n)\n")
+    result = script_run.c.run_script(str(script), [])
+    assert result.status == "exit" and result.exit_code == 2
+    script_run.new_output()
+    target = next(n.id for n in script_run.c.tree.nodes.values() if n.site == 1)
+    resumed = script_run.c.resume(str(target))
+    assert resumed.result.exit_code == 2 and script_run.new_output() == "n 1\n"
+
+
+def test_script_sees_what_python_gives_it(script_run: Run, tmp_path: Path) -> None:
+    script = tmp_path / "env.py"
+    script.write_text(
+        "import sys, os\n"
+        "here = sys.path[0] == os.path.dirname(__file__)\n"
+        "print(__name__, os.path.basename(__file__), sys.argv[1:], here)\n"
+        "sys.exit(3)\n"
+    )
+    result = script_run.c.run_script(str(script), ["a", "--b"])
+    assert result.status == "exit" and result.exit_code == 3
+    assert script_run.new_output() == "__main__ env.py ['a', '--b'] True\n"
+
+
+def test_broken_scripts_and_edits_get_one_sentence(script_run: Run, tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("x = (\n")
+    with pytest.raises(ForkpointError, match=r"s\.py, line 1: '\(' was never closed"):
+        script_run.c.run_script(str(script), [])
+    script.write_text("x = 1\nprint(x)\nprint(y)\n")
+    assert script_run.c.run_script(str(script), []).status == "error"
+    script.write_text("x = 1\nprint(x)\nprint(y\n")
+    with pytest.raises(ForkpointError, match="nothing was lost"):
+        script_run.c.resume()
+    assert script_run.c.pm_exec("print(x)", 0) == (True, "")  # the session is kept
+    script.unlink()
+    with pytest.raises(ForkpointError, match="does not exist"):
+        script_run.c.resume()
+    script.write_text("x = 1\nprint(x)\nprint('y')\n")
+    assert script_run.c.resume().result.status == "exit"
+
+
+STATEMENT = st.sampled_from(
+    [
+        "a = a + 1",
+        "b = [a, a * 2]",
+        "b.append(len(b))",
+        "a = sum(b) % 97",
+        "def f(v):\n    return v * 3",
+        "a = f(a)",
+        "for i in range(3):\n    a += i",
+        "if a % 2:\n    a //= 2\nelse:\n    a += 7",
+    ]
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    body=st.lists(STATEMENT, min_size=2, max_size=7),
+    data=st.data(),
+)
+def test_differential_resume(body: list[str], data: st.DataObject, tmp_path: Path, output: Path) -> None:
+    """Random programs fail at a random statement; the fix (and an edit of f) is resumed."""
+    header = ["a = 1", "b = []", "def f(v):\n    return v + 1"]
+    fail_at = data.draw(st.integers(0, len(body)))
+    lines = header + [f"{s}\nprint('{i}', a, b)" for i, s in enumerate(body)]
+    broken = lines[: len(header) + fail_at] + ["raise RuntimeError('bug')"] + lines[len(header) + fail_at :]
+    fixed = list(broken)
+    fixed[len(header) + fail_at] = "print('fixed')"
+    if data.draw(st.booleans()):
+        fixed[2] = "def f(v):\n    return v * 5 - 1"  # a body change: swapped, not re-run
+    script = tmp_path / "prog.py"
+    script.write_text("\n".join(broken) + "\n")
+    output.write_text("")
+    out = os.open(output, os.O_WRONLY | os.O_APPEND)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with Controller(stdio=(null, out, out)) as c:
+            run = Run(c, output)
+            assert c.run_script(str(script), []).status == "error"
+            before = run.new_output()
+            script.write_text("\n".join(fixed) + "\n")
+            resumed = c.resume()
+            assert resumed.result.status == "exit", resumed.result.traceback
+            after = run.new_output()
+    finally:
+        os.close(out)
+        os.close(null)
+    expected = fresh_run(script)
+    assert expected.endswith(after)
+    if "v * 5" not in fixed[2]:
+        assert before + after == expected  # nothing above the failure changed: resumed right there
