@@ -40,15 +40,17 @@ def human_age(seconds: float) -> str:
 
 
 class Renderer:
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.out = out or sys.stdout
+        self.err = err or sys.stderr  # tracebacks, as Python writes them
         self.color = self.out.isatty() and "NO_COLOR" not in os.environ
 
-    def line(self, text: str = "", style: str | None = None) -> None:
+    def line(self, text: str = "", style: str | None = None, stream: TextIO | None = None) -> None:
         if style and self.color:
             text = f"\x1b[{_STYLES[style]}m{text}\x1b[0m"
-        self.out.write(text + "\n")
-        self.out.flush()
+        stream = stream or self.out
+        stream.write(text + "\n")
+        stream.flush()
 
     def event(self, event: Event) -> None:
         style = {
@@ -65,7 +67,7 @@ class Renderer:
 
     def result(self, result: ExecResult) -> None:
         if result.traceback:
-            self.line(result.traceback.rstrip("\n"), "error")
+            self.line(result.traceback.rstrip("\n"), "error", self.err)
         if result.status == "died":
             self.line(f"the head {result.death}; rewound to [{result.rolled_back_to}]", "error")
         elif result.rolled_back_to is not None:

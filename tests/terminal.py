@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pexpect
 
-FRESH_PROMPT = re.compile(r"\[(\d+)\]>>>\x1b\[")
+FRESH_PROMPT = re.compile(r"\[(\d+)\](?:pm)?>>>\x1b\[")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
-_LEFTOVER = re.compile(r"^\d*[A-Za-z]")  # the tail of an escape cut by the previous match
+_LEFTOVER = re.compile(r"^\d+[A-Za-z]")  # the tail of an escape cut by the previous match
 TIMEOUT = 30
 
 

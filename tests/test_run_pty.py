@@ -1,0 +1,91 @@
+"""`forkpoint run` in a real pty: failure, post-mortem, edit, resume; and the command line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+from terminal import Terminal, env_for
+
+pytestmark = pytest.mark.pty
+PROGRAMS = Path(__file__).parent / "programs"
+FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
+
+
+def test_fail_inspect_edit_resume(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "pipeline.py"
+    shutil.copy(PROGRAMS / "pipeline.py", script)
+    t = Terminal(["run", str(script), "--", "3"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        out = t.wait_prompt()
+        assert "loaded 3 frames from pipeline.py as __main__" in out
+        assert "RuntimeError: every frame was written to frame{}.jpg" in out
+        assert "post-mortem" in out
+        assert t.run("names").strip() == "['frame{}.jpg', 'frame{}.jpg', 'frame{}.jpg']"
+        assert "there is no" not in t.run("up")  # prints the outer frame or says it is the outermost
+        listing = t.run(":checkpoints")
+        assert "after line 16: detections = [detect(f) for f" in listing
+        shutil.copy(PROGRAMS / "pipeline_fixed.py", script)
+        t.child.send("resume\r")
+        t.child.expect(pexpect.EOF)
+        t.child.wait()
+        text = t.text()
+        assert "resuming from [" in text and 'after line 17: print("detected"' in text
+        assert "wrote frame0.jpg, frame1.jpg, frame2.jpg" in text
+        assert text.count("loaded 3 frames") == 1  # the expensive part did not run again
+        assert t.child.exitstatus == 0
+    finally:
+        t.close()
+
+
+def test_on_error_exit_and_options_after_the_script(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("print('before')\nraise ValueError('boom')\n")
+    env = env_for(tmp_path, isolated)
+    done = subprocess.run(
+        [FORKPOINT, "run", str(script), "--on-error", "exit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stdout == "before\n" and "ValueError: boom" in done.stdout + done.stderr
+
+
+def test_without_a_terminal_errors_exit(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n")
+    done = subprocess.run(
+        [FORKPOINT, "run", str(script), "--", "4", "--x"],
+        env=env_for(tmp_path, isolated),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == 4 and done.stdout == "['4', '--x']\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "s.py", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["run", "missing.py"], "missing.py does not exist."),
+    ],
+)
+def test_bad_command_lines_say_so(tmp_path: Path, isolated: str, args: list[str], message: str) -> None:
+    (tmp_path / "s.py").write_text("x = 1\n")
+    done = subprocess.run(
+        [FORKPOINT, *args],
+        env=env_for(tmp_path, isolated),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and message in done.stderr
