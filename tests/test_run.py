@@ -142,7 +142,7 @@ STATEMENT = st.sampled_from(
 
 
 @settings(
-    max_examples=12,
+    max_examples=int(os.environ.get("FORKPOINT_EXAMPLES", "12")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

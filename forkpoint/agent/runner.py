@@ -35,7 +35,8 @@ class RemainderFailed(BaseException):
 
 
 _running: dict[str, str] = {}  # path -> the exact source the live code was compiled from
-_clean: dict[str, types.CodeType] = {}  # qualname -> its code without the first-call marker
+# (qualname, first line) -> code without the first-call marker (a name may be defined twice)
+_clean: dict[tuple[str, int], types.CodeType] = {}
 _first_calls: list[str] = []  # functions first called since the last site
 
 
@@ -56,7 +57,8 @@ def prepare(path: str, source: str, argv: list[str]) -> tuple[types.CodeType, di
 def _remember(path: str, source: str) -> None:
     _running[path] = source
     _clean.clear()
-    _clean.update(_code_objects(compile_script(source, path, marked=False)))
+    for code in _all_code(compile_script(source, path, marked=False)):
+        _clean[(code.co_qualname, code.co_firstlineno)] = code
     # Tracebacks show the lines that ran, not whatever the file holds after an edit.
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)
 
@@ -65,7 +67,7 @@ def called(qualname: str) -> None:
     """First call of a function: note it for the next site, then run unmarked from now on."""
     _first_calls.append(qualname)
     func = _find_function(qualname, sys.modules["__main__"].__dict__)
-    clean = _clean.get(qualname)
+    clean = _clean.get((qualname, func.__code__.co_firstlineno)) if func is not None else None
     if func is not None and clean is not None and func.__code__.co_freevars == clean.co_freevars:
         func.__code__ = clean
 
@@ -111,6 +113,15 @@ def swap_functions(old: str, new: str, path: str, ns: dict[str, Any]) -> list[st
             func.__code__ = code
             swapped.append(qualname)
     return swapped
+
+
+def _all_code(code: types.CodeType) -> list[types.CodeType]:
+    found = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.append(const)
+            found.extend(_all_code(const))
+    return found
 
 
 def _code_objects(code: types.CodeType) -> dict[str, types.CodeType]:

@@ -45,6 +45,25 @@ def _without_bodies(node: ast.stmt) -> str:
     return normalized(copy)
 
 
+def _defined_twice(tree: ast.Module) -> set[str]:
+    seen: set[str] = set()
+    twice: set[str] = set()
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                (twice if name in seen else seen).add(name)
+                visit(child, name + ".<locals>.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return twice
+
+
 def functions(tree: ast.AST) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
     """Every function and method by qualified name (``Class.method``, ``f.<locals>.g``)."""
     found: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
@@ -69,6 +88,7 @@ def diff_sources(old: str, new: str) -> SourceDiff:
     old_tree, new_tree = ast.parse(old), ast.parse(new)
     first = unswappable = None
     old_body, new_body = old_tree.body, new_tree.body
+    twice = _defined_twice(old_tree) | _defined_twice(new_tree)
     for i in range(max(len(old_body), len(new_body))):
         if i >= len(old_body) or i >= len(new_body):
             first = i if first is None else first
@@ -77,8 +97,11 @@ def diff_sources(old: str, new: str) -> SourceDiff:
         if normalized(old_body[i]) == normalized(new_body[i]):
             continue
         first = i if first is None else first
-        if _without_bodies(old_body[i]) != _without_bodies(new_body[i]):
-            unswappable = i
+        defines = set(functions(old_body[i])) | set(functions(new_body[i]))
+        if isinstance(old_body[i], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defines.add(old_body[i].name)
+        if _without_bodies(old_body[i]) != _without_bodies(new_body[i]) or defines & twice:
+            unswappable = i  # a name defined twice: which live function is which is unclear
             break
     old_funcs = {name: normalized(node) for name, node in functions(old_tree).items()}
     new_funcs = {name: normalized(node) for name, node in functions(new_tree).items()}
