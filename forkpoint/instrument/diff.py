@@ -98,8 +98,9 @@ def diff_sources(old: str, new: str) -> SourceDiff:
             continue
         first = i if first is None else first
         defines = set(functions(old_body[i])) | set(functions(new_body[i]))
-        if isinstance(old_body[i], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defines.add(old_body[i].name)
+        stmt = old_body[i]
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defines.add(stmt.name)
         if _without_bodies(old_body[i]) != _without_bodies(new_body[i]) or defines & twice:
             unswappable = i  # a name defined twice: which live function is which is unclear
             break
