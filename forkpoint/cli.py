@@ -55,7 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         usage="forkpoint run [OPTIONS] script.py [OPTIONS] [-- SCRIPT_ARGS...]",
     )
     run.add_argument("script", help="the Python script to run")
-    run.add_argument("script_args", nargs="*", metavar="SCRIPT_ARGS", help="after --: the script's arguments")
+    run.add_argument(
+        "--checkpoint-at",
+        action="append",
+        default=[],
+        metavar="FUNC",
+        help="checkpoint at the entry of each call of FUNC (name, Class.method, module:func); repeatable",
+    )
     run.add_argument(
         "--on-error",
         choices=["shell", "exit"],
@@ -102,7 +108,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     on_error = args.on_error or ("shell" if sys.stdin.isatty() else "exit")
     render = Renderer()
     with _controller(args, render) as controller:
-        result = controller.run_script(args.script, args.script_args)
+        entries = _entry_sites(args.script, args.checkpoint_at)
+        result = controller.run_script(args.script, args.script_args, entries)
         if result.status == "exit":
             return result.exit_code or 0
         render.result(result)
@@ -111,13 +118,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return Shell(controller, render, postmortem=True).run()
 
 
+def _entry_sites(script: str, specs: list[str]) -> tuple[str, ...]:
+    """Resolve --checkpoint-at specs to qualified names of the script's functions."""
+    from forkpoint.controller import read_script
+    from forkpoint.instrument.sites import resolve
+
+    path = os.path.abspath(script)
+    sources = {path: read_script(path)} if specs else {}
+    names = []
+    for spec in specs:
+        for site in resolve(spec, sources):
+            if site.function is None:
+                raise ForkpointError(
+                    f"--checkpoint-at {spec}: checkpoints before a line are not built yet.",
+                    "name the function instead",
+                )
+            names.append(site.function)
+    return tuple(dict.fromkeys(names))
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
     # SIGHUP (terminal closed) and SIGTERM unwind through the controller's cleanup.
     raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # The script's own arguments follow `--`, so forkpoint's options may sit on either side of
+    # the script path (argparse alone cannot mix them with a list of positionals).
+    cut = words.index("--") if "--" in words else len(words)
+    args = _parser().parse_args(words[:cut])
+    args.script_args = words[cut + 1 :]
     signal.signal(signal.SIGHUP, _exit_on_signal)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:

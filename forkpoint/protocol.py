@@ -32,7 +32,14 @@ _OPT_INT = (int, type(None))
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # agent -> controller
     "hello": {"role": _STR, "pid": _INT, "version": _INT, "origin": _OPT_INT},
-    "taken": {"pid": _INT, "label": _OPT_STR, "at_rest": (bool,), "site": _OPT_INT, "called": (list,)},
+    "taken": {
+        "pid": _INT,
+        "label": _OPT_STR,
+        "at_rest": (bool,),
+        "site": _OPT_INT,
+        "called": (list,),
+        "entry": _OPT_STR,
+    },
     "notice": {"text": _STR},
     "result": {
         "status": _STR,
@@ -48,7 +55,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "eval": {"expr": _STR},
     "complete": {"text": _STR},
     "fork_head": {"fg_pgid": _INT, "resume": (dict, type(None))},
-    "run": {"path": _STR, "source": _STR, "argv": (list,)},
+    "run": {"path": _STR, "source": _STR, "argv": (list,), "entries": (list,)},
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},
     "probe": {},

@@ -34,6 +34,7 @@ class Checkpoint:
     site: int | None = None  # in a script: the top-level statement it follows
     version: int | None = None  # in a script: which version of the source was running
     called: tuple[str, ...] = ()  # in a script: functions first called in the statement before
+    entry: str | None = None  # in a script: the function whose call this checkpoint entered
 
     @property
     def title(self) -> str:
@@ -41,7 +42,7 @@ class Checkpoint:
         if self.id == 0:
             return "(fresh interpreter)"
         if self.site is not None:
-            return f"after {self.source}"
+            return self.source if self.source.startswith("the entry") else f"after {self.source}"
         first = self.source.strip().splitlines()[0] if self.source.strip() else ""
         more = " ..." if self.source.strip().count("\n") else ""
         text = first + more

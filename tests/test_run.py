@@ -181,3 +181,57 @@ def test_differential_resume(body: list[str], data: st.DataObject, tmp_path: Pat
     assert expected.endswith(after)
     if "v * 5" not in fixed[2]:
         assert before + after == expected  # nothing above the failure changed: resumed right there
+
+
+def test_batch_resumes_inside_the_failed_call_with_new_code(script_run: Run, tmp_path: Path) -> None:
+    script = tmp_path / "batch.py"
+    shutil.copy(PROGRAMS / "batch.py", script)
+    result = script_run.c.run_script(str(script), ["6"], entries=("process",))
+    assert result.status == "error" and "IndexError" in (result.traceback or "")
+    assert script_run.new_output() == "done 1\ndone 2\ndone 3\n"
+    shutil.copy(PROGRAMS / "batch_fixed.py", script)
+    resumed = script_run.c.resume()
+    assert resumed.where == "the entry of call 4 of process()"
+    assert resumed.result.status == "exit" and resumed.result.exit_code == 0
+    after = script_run.new_output()
+    fresh = fresh_run(script, "6")
+    # From call 4 on, exactly what a fresh run prints, except that calls 1-3 ran the old code
+    # (their names stayed unformatted), which forkpoint says, with how to redo them.
+    old_calls = fresh[fresh.index("done 4") :]
+    for i in (1, 2, 3):
+        old_calls = old_calls.replace(f"'video{i}.mp4:", "'video{}.mp4:")
+    assert after == old_calls
+    notices = [e.text for e in script_run.c.events if e.kind == "notice"]
+    assert any(
+        "calls 1-3 of process() in this statement ran the old code; resume --from" in n for n in notices
+    )
+
+
+def test_removing_the_resumed_function_falls_back(script_run: Run, tmp_path: Path) -> None:
+    script = tmp_path / "batch.py"
+    shutil.copy(PROGRAMS / "batch.py", script)
+    assert script_run.c.run_script(str(script), ["5"], entries=("process",)).status == "error"
+    script_run.new_output()
+    text = (PROGRAMS / "batch_fixed.py").read_text().replace("def process(video):", "def handle(video):")
+    script.write_text(text.replace("results.append(process(video))", "results.append(handle(video))"))
+    resumed = script_run.c.resume()
+    assert resumed.where == "line 3: import sys"  # before the changed def: everything after re-runs
+    assert script_run.new_output() == fresh_run(script, "5")
+
+
+def test_entry_sites_keep_generators_out(tmp_path: Path) -> None:
+    from forkpoint.instrument.rewrite import CALLED_NAME, CONTINUE_NAME, ENTRY_NAME, SITE_NAME, compile_script
+
+    source = "def gen():\n    yield 1\n\ndef f(a, *rest, k=2, **kw):\n    return a, rest, k, kw\n"
+    code = compile_script(source, "<prog>", entries=frozenset({"gen", "f"}))
+    seen: list[str] = []
+    ns: dict[str, object] = {
+        SITE_NAME: lambda i: None,
+        CALLED_NAME: lambda q: None,
+        ENTRY_NAME: lambda q, args: seen.append(q) or ns[CONTINUE_NAME],
+        CONTINUE_NAME: object(),
+    }
+    exec(code, ns)
+    assert list(ns["gen"]()) == [1]  # type: ignore[operator]
+    assert ns["f"](1, 2, k=3, z=4) == (1, (2,), 3, {"z": 4})  # type: ignore[operator]
+    assert seen == ["f"]

@@ -89,3 +89,39 @@ def test_bad_command_lines_say_so(tmp_path: Path, isolated: str, args: list[str]
         timeout=60,
     )
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_batch_with_checkpoint_at_a_function(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "batch.py"
+    shutil.copy(PROGRAMS / "batch.py", script)
+    t = Terminal(["run", str(script), "--checkpoint-at", "process", "--", "5"], env_for(tmp_path, isolated))
+    try:
+        out = t.wait_prompt()
+        assert "done 3\n" in out and "IndexError" in out
+        assert t.run("video").strip() == "4"  # evaluated in process(), where it failed
+        shutil.copy(PROGRAMS / "batch_fixed.py", script)
+        t.child.send("resume\r")
+        t.child.expect(pexpect.EOF)
+        t.child.wait()
+        text = t.text()
+        assert "resuming from [" in text and "the entry of call 4 of process()" in text
+        assert "calls 1-3 of process() in this statement ran the old code" in text
+        assert "done 4\ndone 5\n" in text and "'video5.mp4:153'" in text and "'VIDEO4.MP4:123'" in text
+        assert t.child.exitstatus == 0
+    finally:
+        t.close()
+
+
+def test_checkpoint_at_a_name_that_is_not_there(tmp_path: Path, isolated: str) -> None:
+    shutil.copy(PROGRAMS / "batch.py", tmp_path / "batch.py")
+    done = subprocess.run(
+        [FORKPOINT, "run", "batch.py", "--checkpoint-at", "proces", "--", "2"],
+        env=env_for(tmp_path, isolated),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "forkpoint: --checkpoint-at proces names no function." in done.stderr
+    assert "did you mean process?" in done.stderr

@@ -159,7 +159,8 @@ def _on_complete(msg: Message) -> None:
 
 
 def _on_run(msg: Message) -> None:
-    code, ns = runner.prepare(msg["path"], msg["source"], [str(a) for a in msg["argv"]])
+    entries = frozenset(str(e) for e in msg["entries"])
+    code, ns = runner.prepare(msg["path"], msg["source"], [str(a) for a in msg["argv"]], entries)
     status, tb, exit_code = run_code(code, ns)
     if status == "ok":
         status, exit_code = "exit", 0  # the script ran to its end

@@ -110,7 +110,11 @@ def pop_directive() -> dict[str, Any] | None:
 
 
 def take(
-    label: str | None = None, at_rest: bool = False, site: int | None = None, called: list[str] | None = None
+    label: str | None = None,
+    at_rest: bool = False,
+    site: int | None = None,
+    called: list[str] | None = None,
+    entry: str | None = None,
 ) -> int | None:
     """Fork a checkpoint. Returns its pid in the head, ``None`` in a head rewound to it."""
     if _link is None:
@@ -121,7 +125,7 @@ def take(
     threads = _warn_threads()
     rng = sys.modules["random"].getstate() if "random" in sys.modules else None
     saved = _Saved(offsets, rng, signal.getsignal(signal.SIGINT))
-    fields = {"label": label, "at_rest": at_rest, "site": site, "called": called or []}
+    fields = {"label": label, "at_rest": at_rest, "site": site, "called": called or [], "entry": entry}
     tail = json.dumps(fields, separators=(",", ":"))[1:].encode()
     sock = _link.channel.sock
     _flush()

@@ -13,6 +13,17 @@ from forkpoint.controller.controller import (
     Resumed,
     Rewound,
     Script,
+    read_script,
 )
 
-__all__ = ["Change", "Controller", "Event", "ExecResult", "MemoryReport", "Resumed", "Rewound", "Script"]
+__all__ = [
+    "Change",
+    "Controller",
+    "Event",
+    "ExecResult",
+    "MemoryReport",
+    "Resumed",
+    "Rewound",
+    "Script",
+    "read_script",
+]

@@ -36,7 +36,17 @@ from forkpoint.instrument.diff import diff_sources
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
-__all__ = ["Change", "Controller", "Event", "ExecResult", "MemoryReport", "Resumed", "Rewound", "Script"]
+__all__ = [
+    "Change",
+    "Controller",
+    "Event",
+    "ExecResult",
+    "MemoryReport",
+    "Resumed",
+    "Rewound",
+    "Script",
+    "read_script",
+]
 
 HELLO_TIMEOUT = 30.0
 MEASURE_EVERY = 1.0  # seconds between memory measurements of all checkpoints
@@ -106,6 +116,7 @@ class Script:
     argv: list[str]
     versions: list[str]
     started: float
+    entries: list[str] = field(default_factory=list)  # functions with a checkpoint at each call
 
     def describe(self, site: int) -> str:
         stmt = ast.parse(self.versions[-1]).body[site]
@@ -393,11 +404,11 @@ class Controller:
 
     # ----------------------------------------------------------------- scripts
 
-    def run_script(self, path: str, argv: list[str]) -> ExecResult:
+    def run_script(self, path: str, argv: list[str], entries: tuple[str, ...] = ()) -> ExecResult:
         """Run a script with a checkpoint after each top-level statement; on an error the head
         stays in post-mortem (``pm_exec``, ``frame``) until ``resume``."""
         path = os.path.abspath(path)
-        self.script = Script(path, list(argv), [read_script(path)], time.time())
+        self.script = Script(path, list(argv), [read_script(path)], time.time(), list(entries))
         return self._start_script()
 
     def _start_script(self) -> ExecResult:
@@ -410,6 +421,7 @@ class Controller:
             "path": self.script.path,
             "source": self.script.versions[-1],
             "argv": self.script.argv,
+            "entries": self.script.entries,
         }
         if not head.channel.send(msg):
             head.gone = True
@@ -436,7 +448,10 @@ class Controller:
             )
             return Resumed(0, "the start", 0.0, self._start_script())
         directive = {"path": script.path, "source": new, "start": int(node.site or 0) + 1}
-        self._emit("resume", f"resuming from [{node.id}] after {node.source}: skips {skipped:.1f} s of work")
+        where = node.source if node.entry else f"after {node.source}"
+        self._emit("resume", f"resuming from [{node.id}], {where}: skips {skipped:.1f} s of work")
+        if node.entry:
+            self._say_old_calls(node)
         result = self._replace_head(node, resume=directive)
         assert result is not None
         return Resumed(node.id, node.source, skipped, result)
@@ -444,19 +459,39 @@ class Controller:
     def _resume_point(self, new: str) -> Checkpoint:
         """The latest checkpoint on this branch that the new code can continue: nothing above it
         changed but function bodies, and none of those functions had been called by then
-        (their results would be the old code's)."""
+        (their results would be the old code's). At a call's entry, the statement running the
+        call must be unchanged too, and the function itself may have changed: it is called
+        again with the new code (its earlier calls ran the old code, which resume says)."""
         assert self.script is not None
         chain = [self.tree[cid] for cid in self.tree.ancestors(self.current)]
         for i, node in enumerate(chain):
             if not node.alive or node.site is None or node.version is None:
                 continue
             diff = diff_sources(self.script.versions[node.version], new)
-            if diff.first_unswappable is not None and diff.first_unswappable <= node.site:
+            # statements that have run, or are running, at this checkpoint: 0..last
+            last = node.site
+            if diff.first_unswappable is not None and diff.first_unswappable <= last:
                 continue
-            ran = {name for older in chain[i:] for name in older.called}
+            if node.entry is not None and node.entry in diff.removed_functions:
+                continue
+            ran = {name for older in chain[i:] for name in older.called} - {node.entry}
             if not ran & (diff.changed_functions | diff.removed_functions):
                 return node
         return self.tree[0]
+
+    def _say_old_calls(self, node: Checkpoint) -> None:
+        """Earlier calls of the function resumed into ran its old code: say so, and how to redo."""
+        chain = [self.tree[cid] for cid in self.tree.ancestors(node.id)][1:]
+        earlier = [n for n in chain if n.entry == node.entry and n.site == node.site]
+        if not earlier:
+            return
+        before = next(
+            (n for n in chain if n.entry is None and n.site is not None and n.site < node.site), None
+        )
+        redo = f"resume --from {before.id} redoes them" if before else "run the script again to redo them"
+        self._emit(
+            "notice", f"calls 1-{len(earlier)} of {node.entry}() in this statement ran the old code; {redo}"
+        )
 
     def pm_exec(self, code: str, frame: int) -> tuple[bool, str]:
         """Run an input in frame ``frame`` of the failure (0: where it was raised)."""
@@ -634,7 +669,14 @@ class Controller:
         if msg.get("site") is not None and self.script is not None:
             node.site, node.version = int(msg["site"]), len(self.script.versions) - 1
             node.called = tuple(str(name) for name in msg["called"])
-            node.source = self.script.describe(node.site)
+            node.entry = msg.get("entry")
+            if node.entry is None:
+                node.source = self.script.describe(node.site)
+            else:
+                calls = 1 + sum(
+                    1 for cid in self.tree.ancestors(state.tip) if self.tree[cid].entry == node.entry
+                )
+                node.source = f"the entry of call {calls} of {node.entry}()"
         state.tip = node.id
         self._reaper.watch(node.pid)
         self._enforce_budget()

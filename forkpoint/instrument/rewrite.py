@@ -11,10 +11,21 @@ from __future__ import annotations
 import ast
 import types
 
-__all__ = ["CALLED_NAME", "SITE_NAME", "compile_script", "mark_functions", "rewrite_top_level"]
+__all__ = [
+    "CALLED_NAME",
+    "CONTINUE_NAME",
+    "ENTRY_NAME",
+    "SITE_NAME",
+    "compile_script",
+    "mark_functions",
+    "rewrite_top_level",
+]
 
 SITE_NAME = "@forkpoint_site"
 CALLED_NAME = "@forkpoint_called"
+ENTRY_NAME = "@forkpoint_entry"
+CONTINUE_NAME = "@forkpoint_continue"
+_RESULT = "@forkpoint_result"
 
 
 def _site_call(index: int, after: ast.stmt) -> ast.stmt:
@@ -50,7 +61,33 @@ def rewrite_top_level(tree: ast.Module, start: int = 0) -> ast.Module:
     return ast.Module(body=body, type_ignores=tree.type_ignores)
 
 
-def mark_functions(tree: ast.Module) -> ast.Module:
+def _entry_site(qualname: str, first: ast.stmt) -> list[ast.stmt]:
+    """``@r = @forkpoint_entry(qualname, locals()); if @r is not @continue: return @r``:
+    a checkpoint at the call's entry that a resumed head answers by calling the new code."""
+    call = ast.Call(
+        ast.Name(ENTRY_NAME, ast.Load()),
+        [ast.Constant(qualname), ast.Call(ast.Name("locals", ast.Load()), [], [])],
+        [],
+    )
+    assign = ast.Assign([ast.Name(_RESULT, ast.Store())], call)
+    test = ast.Compare(ast.Name(_RESULT, ast.Load()), [ast.IsNot()], [ast.Name(CONTINUE_NAME, ast.Load())])
+    check = ast.If(test, [ast.Return(ast.Name(_RESULT, ast.Load()))], [])
+    for stmt in (assign, check):
+        for sub in ast.walk(stmt):
+            sub.lineno = sub.end_lineno = first.lineno  # type: ignore[attr-defined]
+            sub.col_offset = sub.end_col_offset = 0  # type: ignore[attr-defined]
+    return [assign, check]
+
+
+def _is_generator(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    if isinstance(func, ast.AsyncFunctionDef):
+        return True
+    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(func))
+
+
+def mark_functions(
+    tree: ast.Module, called: bool = True, entries: frozenset[str] = frozenset()
+) -> ast.Module:
     """Put ``@forkpoint_called("qualname")`` first in every function that is not nested.
 
     The runtime records the first call (so resume knows which finished work ran code that has
@@ -67,7 +104,11 @@ def mark_functions(tree: ast.Module) -> ast.Module:
                 for sub in ast.walk(marker):
                     sub.lineno = sub.end_lineno = child.body[0].lineno  # type: ignore[attr-defined]
                     sub.col_offset = sub.end_col_offset = 0  # type: ignore[attr-defined]
-                child.body.insert(doc, marker)
+                first = child.body[doc] if doc < len(child.body) else child.body[0]
+                if qualname in entries and not _is_generator(child):
+                    child.body[doc:doc] = _entry_site(qualname, first)
+                if called:
+                    child.body.insert(doc, marker)
             elif isinstance(child, ast.ClassDef):
                 visit(child, prefix + child.name + ".")
 
@@ -75,11 +116,12 @@ def mark_functions(tree: ast.Module) -> ast.Module:
     return tree
 
 
-def compile_script(source: str, path: str, start: int = 0, marked: bool = True) -> types.CodeType:
+def compile_script(
+    source: str, path: str, start: int = 0, marked: bool = True, entries: frozenset[str] = frozenset()
+) -> types.CodeType:
     """Compile ``source`` (or its statements from index ``start`` on) with sites inserted and,
-    if ``marked``, first-call markers in its functions."""
+    if ``marked``, first-call markers in its functions and entry sites in ``entries``."""
     tree = ast.parse(source, path)
-    if marked:
-        mark_functions(tree)
+    mark_functions(tree, marked, entries)
     tree.body = tree.body[start:]
     return compile(rewrite_top_level(tree, start), path, "exec", dont_inherit=True)
