@@ -482,12 +482,11 @@ class Controller:
     def _say_old_calls(self, node: Checkpoint) -> None:
         """Earlier calls of the function resumed into ran its old code: say so, and how to redo."""
         chain = [self.tree[cid] for cid in self.tree.ancestors(node.id)][1:]
-        earlier = [n for n in chain if n.entry == node.entry and n.site == node.site]
-        if not earlier:
+        site = node.site
+        earlier = [n for n in chain if n.entry == node.entry and n.site == site]
+        if not earlier or site is None:
             return
-        before = next(
-            (n for n in chain if n.entry is None and n.site is not None and n.site < node.site), None
-        )
+        before = next((n for n in chain if n.entry is None and n.site is not None and n.site < site), None)
         redo = f"resume --from {before.id} redoes them" if before else "run the script again to redo them"
         self._emit(
             "notice", f"calls 1-{len(earlier)} of {node.entry}() in this statement ran the old code; {redo}"
@@ -673,9 +672,7 @@ class Controller:
             if node.entry is None:
                 node.source = self.script.describe(node.site)
             else:
-                calls = 1 + sum(
-                    1 for cid in self.tree.ancestors(state.tip) if self.tree[cid].entry == node.entry
-                )
+                calls = sum(1 for cid in self.tree.ancestors(node.id) if self.tree[cid].entry == node.entry)
                 node.source = f"the entry of call {calls} of {node.entry}()"
         state.tip = node.id
         self._reaper.watch(node.pid)
