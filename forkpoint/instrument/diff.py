@@ -45,34 +45,28 @@ def _without_bodies(node: ast.stmt) -> str:
     return normalized(copy)
 
 
-def _defined_twice(tree: ast.Module) -> set[str]:
-    seen: set[str] = set()
-    twice: set[str] = set()
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                name = prefix + child.name
-                (twice if name in seen else seen).add(name)
-                visit(child, name + ".<locals>.")
-            elif isinstance(child, ast.ClassDef):
-                visit(child, prefix + child.name + ".")
-            else:
-                visit(child, prefix)
-
-    visit(tree, "")
-    return twice
+def _defined_twice(tree: ast.AST) -> set[str]:
+    names = [name for name, _ in _all_functions(tree)]
+    return {name for name in names if names.count(name) > 1}
 
 
 def functions(tree: ast.AST) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
-    """Every function and method by qualified name (``Class.method``, ``f.<locals>.g``)."""
+    """Every function and method by qualified name (``Class.method``, ``f.<locals>.g``);
+    for a name defined twice, the first definition."""
     found: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+    for name, node in _all_functions(tree):
+        found.setdefault(name, node)
+    return found
+
+
+def _all_functions(tree: ast.AST) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    found: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
 
     def visit(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 name = prefix + child.name
-                found.setdefault(name, child)
+                found.append((name, child))
                 visit(child, name + ".<locals>.")
             elif isinstance(child, ast.ClassDef):
                 visit(child, prefix + child.name + ".")
