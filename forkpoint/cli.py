@@ -120,7 +120,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _entry_sites(script: str, specs: list[str]) -> tuple[str, ...]:
     """Resolve --checkpoint-at specs to qualified names of the script's functions."""
+    import ast
+
     from forkpoint.controller import read_script
+    from forkpoint.instrument.diff import functions
+    from forkpoint.instrument.rewrite import is_generator
     from forkpoint.instrument.sites import resolve
 
     path = os.path.abspath(script)
@@ -132,6 +136,12 @@ def _entry_sites(script: str, specs: list[str]) -> tuple[str, ...]:
                 raise ForkpointError(
                     f"--checkpoint-at {spec}: checkpoints before a line are not built yet.",
                     "name the function instead",
+                )
+            if is_generator(functions(ast.parse(sources[site.path]))[site.function]):
+                raise ForkpointError(
+                    f"--checkpoint-at {spec}: {site.function} is a generator or coroutine, whose calls "
+                    "cannot be entered again.",
+                    "name the function that iterates it",
                 )
             names.append(site.function)
     return tuple(dict.fromkeys(names))

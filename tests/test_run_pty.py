@@ -125,3 +125,17 @@ def test_checkpoint_at_a_name_that_is_not_there(tmp_path: Path, isolated: str) -
     assert done.returncode == 2
     assert "forkpoint: --checkpoint-at proces names no function." in done.stderr
     assert "did you mean process?" in done.stderr
+
+
+def test_checkpoint_at_a_generator_is_refused(tmp_path: Path, isolated: str) -> None:
+    (tmp_path / "g.py").write_text("def frames():\n    yield 1\n\nprint(list(frames()))\n")
+    done = subprocess.run(
+        [FORKPOINT, "run", "g.py", "--checkpoint-at", "frames"],
+        env=env_for(tmp_path, isolated),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "frames is a generator or coroutine, whose calls cannot be entered again." in done.stderr

@@ -79,7 +79,7 @@ def _entry_site(qualname: str, first: ast.stmt) -> list[ast.stmt]:
     return [assign, check]
 
 
-def _is_generator(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+def is_generator(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     if isinstance(func, ast.AsyncFunctionDef):
         return True
     return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(func))
@@ -105,7 +105,7 @@ def mark_functions(
                     sub.lineno = sub.end_lineno = child.body[0].lineno  # type: ignore[attr-defined]
                     sub.col_offset = sub.end_col_offset = 0  # type: ignore[attr-defined]
                 first = child.body[doc] if doc < len(child.body) else child.body[0]
-                if qualname in entries and not _is_generator(child):
+                if qualname in entries and not is_generator(child):
                     child.body[doc:doc] = _entry_site(qualname, first)
                 if called:
                     child.body.insert(doc, marker)
