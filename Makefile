@@ -39,6 +39,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/checkpoint.py
 	$(BIN)/python bench/cow.py
+	$(BIN)/python bench/run_overhead.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -103,7 +103,6 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from forkpoint.shell.render import Renderer
-    from forkpoint.shell.repl import Shell
 
     on_error = args.on_error or ("shell" if sys.stdin.isatty() else "exit")
     render = Renderer()
@@ -115,6 +114,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         render.result(result)
         if on_error == "exit":
             return 1
+        from forkpoint.shell.repl import Shell  # prompt_toolkit only when a prompt is needed
+
         return Shell(controller, render, postmortem=True).run()
 
 
