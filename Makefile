@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format shell demo bench clean
+.PHONY: install test lint format shell demo tour bench clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ shell: install
 	$(BIN)/forkpoint shell
 
 demo: install
+	$(BIN)/python examples/faces_demo.py
+
+tour: install
 	$(BIN)/python examples/shell_tour.py
 
 bench: install

@@ -139,3 +139,24 @@ def test_checkpoint_at_a_generator_is_refused(tmp_path: Path, isolated: str) -> 
     )
     assert done.returncode == 2
     assert "frames is a generator or coroutine, whose calls cannot be entered again." in done.stderr
+
+
+@pytest.mark.slow
+def test_the_faces_demo_end_to_end(tmp_path: Path, isolated: str) -> None:
+    """`make demo`: run faces.py, fail on the essay's bug, fix, resume; only drawing runs again."""
+    pytest.importorskip("cv2")
+    pytest.importorskip("skimage")
+    demo = Path(__file__).parent.parent / "examples" / "faces_demo.py"
+    done = subprocess.run(
+        [sys.executable, str(demo), "6"],
+        env=env_for(tmp_path, isolated),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr
+    assert "RuntimeError: 6 frames went to 1 file(s)" in out
+    assert "resuming from [" in out and "after line 60: print(" in out and "new code for draw_boxes" in out
+    assert out.count("loaded 6 frames") == 2  # the first run and the fresh comparison, not the resume
+    assert "6 frames in" in out and "forkpoint exited with 0" in out

@@ -121,7 +121,8 @@ class Script:
     def describe(self, site: int) -> str:
         stmt = ast.parse(self.versions[-1]).body[site]
         first = ast.get_source_segment(self.versions[-1], stmt) or ""
-        return f"line {stmt.lineno}: {first.splitlines()[0] if first else ''}"
+        text = first.splitlines()[0] if first else ""
+        return f"line {stmt.lineno}: {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def read_script(path: str) -> str:
