@@ -16,6 +16,19 @@ PROGRAMS = Path(__file__).parent / "programs"
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
 
 
+def forkpoint(tmp_path: Path, marker: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The forkpoint command with no terminal, run in ``tmp_path``."""
+    return subprocess.run(
+        [FORKPOINT, *args],
+        env=env_for(tmp_path, marker),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
 def test_fail_inspect_edit_resume(tmp_path: Path, isolated: str) -> None:
     script = tmp_path / "pipeline.py"
     shutil.copy(PROGRAMS / "pipeline.py", script)
@@ -45,14 +58,7 @@ def test_fail_inspect_edit_resume(tmp_path: Path, isolated: str) -> None:
 def test_on_error_exit_and_options_after_the_script(tmp_path: Path, isolated: str) -> None:
     script = tmp_path / "s.py"
     script.write_text("print('before')\nraise ValueError('boom')\n")
-    env = env_for(tmp_path, isolated)
-    done = subprocess.run(
-        [FORKPOINT, "run", str(script), "--on-error", "exit"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = forkpoint(tmp_path, isolated, "run", str(script), "--on-error", "exit")
     assert done.returncode == 1
     assert done.stdout == "before\n" and "ValueError: boom" in done.stdout + done.stderr
 
@@ -60,14 +66,7 @@ def test_on_error_exit_and_options_after_the_script(tmp_path: Path, isolated: st
 def test_without_a_terminal_errors_exit(tmp_path: Path, isolated: str) -> None:
     script = tmp_path / "s.py"
     script.write_text("import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n")
-    done = subprocess.run(
-        [FORKPOINT, "run", str(script), "--", "4", "--x"],
-        env=env_for(tmp_path, isolated),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    done = forkpoint(tmp_path, isolated, "run", str(script), "--", "4", "--x")
     assert done.returncode == 4 and done.stdout == "['4', '--x']\n"
 
 
@@ -80,14 +79,7 @@ def test_without_a_terminal_errors_exit(tmp_path: Path, isolated: str) -> None:
 )
 def test_bad_command_lines_say_so(tmp_path: Path, isolated: str, args: list[str], message: str) -> None:
     (tmp_path / "s.py").write_text("x = 1\n")
-    done = subprocess.run(
-        [FORKPOINT, *args],
-        env=env_for(tmp_path, isolated),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = forkpoint(tmp_path, isolated, *args)
     assert done.returncode == 2 and message in done.stderr
 
 
@@ -114,14 +106,7 @@ def test_batch_with_checkpoint_at_a_function(tmp_path: Path, isolated: str) -> N
 
 def test_checkpoint_at_a_name_that_is_not_there(tmp_path: Path, isolated: str) -> None:
     shutil.copy(PROGRAMS / "batch.py", tmp_path / "batch.py")
-    done = subprocess.run(
-        [FORKPOINT, "run", "batch.py", "--checkpoint-at", "proces", "--", "2"],
-        env=env_for(tmp_path, isolated),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = forkpoint(tmp_path, isolated, "run", "batch.py", "--checkpoint-at", "proces", "--", "2")
     assert done.returncode == 2
     assert "forkpoint: --checkpoint-at proces names no function." in done.stderr
     assert "did you mean process?" in done.stderr
@@ -129,14 +114,7 @@ def test_checkpoint_at_a_name_that_is_not_there(tmp_path: Path, isolated: str) -
 
 def test_checkpoint_at_a_generator_is_refused(tmp_path: Path, isolated: str) -> None:
     (tmp_path / "g.py").write_text("def frames():\n    yield 1\n\nprint(list(frames()))\n")
-    done = subprocess.run(
-        [FORKPOINT, "run", "g.py", "--checkpoint-at", "frames"],
-        env=env_for(tmp_path, isolated),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = forkpoint(tmp_path, isolated, "run", "g.py", "--checkpoint-at", "frames")
     assert done.returncode == 2
     assert "frames is a generator or coroutine, whose calls cannot be entered again." in done.stderr
 

@@ -679,21 +679,25 @@ class Controller:
         self._reaper.watch(node.pid)
         self._enforce_budget()
 
-    def _measure(self, force: bool = False) -> None:
+    def _measure(self, force: bool = False) -> bool:
+        """Measure every live checkpoint; False when skipped as measured too recently."""
         now = time.monotonic()
         if not force and now - self._state.measured < MEASURE_EVERY:
-            return
+            return False
         self._state.measured = now
         for node in self.tree.alive():
             measured = memory.measure(node.pid)
             if measured is not None:
                 node.memory = measured.uss + measured.page_tables
+        return True
 
     def _enforce_budget(self, measure_all: bool = False) -> None:
         """Evict by policy when over budget. Between inputs every checkpoint is measured
         (a smaps_rollup read each, under a millisecond per GiB with huge pages); within an
         input, checkpoints may come fast, so at most once per MEASURE_EVERY."""
-        self._measure(force=measure_all)
+        measured = self._measure(force=measure_all)
+        if not measured and len(self.tree.alive()) <= self.options.max_checkpoints:
+            return  # nothing new to decide on: a site hit in a tight loop stays cheap
         evict = choose_evictions(
             self.tree, self.current, self.options.memory_budget, self.options.max_checkpoints
         )
