@@ -235,3 +235,22 @@ def test_entry_sites_keep_generators_out(tmp_path: Path) -> None:
     assert list(ns["gen"]()) == [1]  # type: ignore[operator]
     assert ns["f"](1, 2, k=3, z=4) == (1, (2,), 3, {"z": 4})  # type: ignore[operator]
     assert seen == ["f"]
+
+
+def test_a_hot_site_keeps_a_bounded_number_of_checkpoints(tmp_path: Path, output: Path) -> None:
+    script = tmp_path / "hot.py"
+    script.write_text(
+        "def f(i):\n    return i * 2\n\ntotal = 0\nfor i in range(500):\n    total += f(i)\nprint(total)\n"
+    )
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with Controller(stdio=(out, out, out), max_checkpoints=40) as c:
+            result = c.run_script(str(script), [], entries=("f",))
+            assert result.status == "exit" and result.exit_code == 0
+            assert len(c.tree.alive()) <= 40
+            kept = sorted(n.id for n in c.tree.alive())
+            assert kept[-8:] == list(range(kept[-1] - 7, kept[-1] + 1))  # the latest ones, dense
+            assert [e.kind for e in c.events].count("evicted") == 1  # said once, not per checkpoint
+    finally:
+        os.close(out)
+    assert output.read_text() == "249500\n"

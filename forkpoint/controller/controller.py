@@ -176,6 +176,7 @@ class _State:
     interrupts: int = 0  # SIGINTs seen while an input runs
     handled: int = 0  # of which acted on
     interrupted_at: float = 0.0
+    evicted: bool = False  # whether the user was told that checkpoints are being evicted
     reply: Message | None = None
     measured: float = 0.0
 
@@ -710,9 +711,16 @@ class Controller:
                 ch.close()
             else:
                 kill(node.pid)
-        if evict:
+        if evict and not self._state.evicted:
+            # Said once: a site in a loop evicts at every checkpoint, and a line each would drown
+            # the program's own output. :checkpoints and :tree show what is kept.
+            self._state.evicted = True
+            over_count = len(self.tree.alive()) + len(evict) > self.options.max_checkpoints
+            limit = f"--max-checkpoints {self.options.max_checkpoints}" if over_count else "--memory-budget"
             ids = ", ".join(f"[{cid}]" for cid in evict)
-            self._emit("evicted", f"evicted {ids} to stay within the memory budget")
+            self._emit(
+                "evicted", f"evicted {ids} to stay within {limit}; older ones will be thinned out quietly"
+            )
 
     def _take_arrival(self, pid: int) -> Channel | None:
         arrival = self._arrivals.pop(pid, None)
