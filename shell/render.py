@@ -68,7 +68,9 @@ class Renderer:
     def result(self, result: ExecResult) -> None:
         if result.traceback:
             self.line(result.traceback.rstrip("\n"), "error", self.err)
-        if result.status == "died":
+        if result.status == "died" and result.rolled_back_to is None:
+            self.line(f"the script's process {result.death}; edit the file and resume to go on", "error")
+        elif result.status == "died":
             self.line(f"the head {result.death}; rewound to [{result.rolled_back_to}]", "error")
         elif result.rolled_back_to is not None:
             what = "interrupted; rolled back" if result.status == "interrupted" else "rolled back"

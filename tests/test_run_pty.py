@@ -138,3 +138,20 @@ def test_the_faces_demo_end_to_end(tmp_path: Path, isolated: str) -> None:
     assert "resuming from [" in out and "after line 60: print(" in out and "new code for draw_boxes" in out
     assert out.count("loaded 6 frames") == 2  # the first run and the fresh comparison, not the resume
     assert "6 frames in" in out and "forkpoint exited with 0" in out
+
+
+def test_a_script_that_segfaults_can_be_fixed_and_resumed(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "s.py"
+    script.write_text('x = 1\nprint("before")\nimport ctypes\nctypes.string_at(0)\nprint("after")\n')
+    t = Terminal(["run", str(script)], env_for(tmp_path, isolated))
+    try:
+        out = t.wait_prompt()
+        assert "the script's process was killed by SIGSEGV (segmentation fault)" in out
+        script.write_text('x = 1\nprint("before")\nimport ctypes\nprint("fixed", x)\nprint("after")\n')
+        t.child.send("resume\r")
+        t.child.expect(pexpect.EOF)
+        t.child.wait()
+        assert "after line 3: import ctypes" in t.text() and "fixed 1\nafter" in t.text()
+        assert t.text().count("before") == 1 and t.child.exitstatus == 0
+    finally:
+        t.close()
