@@ -30,6 +30,7 @@ from typing import NoReturn
 from forkpoint import paths
 from forkpoint.channel import Channel, listen, peer_credentials, private_dir
 from forkpoint.controller import memory
+from forkpoint.controller.memory import ProcessMemory
 from forkpoint.controller.processes import Reaper, describe_status, is_alive, kill, make_subreaper, spawn
 from forkpoint.errors import ForkpointError, ProtocolError
 from forkpoint.instrument.diff import diff_sources
@@ -88,8 +89,8 @@ class Change:
 
 @dataclass(frozen=True)
 class MemoryReport:
-    head: memory.ProcessMemory | None
-    checkpoints: dict[int, memory.ProcessMemory]
+    head: ProcessMemory | None
+    checkpoints: dict[int, ProcessMemory]
     budget: int
     max_checkpoints: int
     total_ram: int
@@ -117,12 +118,22 @@ class Script:
     versions: list[str]
     started: float
     entries: list[str] = field(default_factory=list)  # functions with a checkpoint at each call
+    _titles: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
     def describe(self, site: int) -> str:
-        stmt = ast.parse(self.versions[-1]).body[site]
-        first = ast.get_source_segment(self.versions[-1], stmt) or ""
-        text = first.splitlines()[0] if first else ""
-        return f"line {stmt.lineno}: {text if len(text) <= 60 else text[:57] + '...'}"
+        """'line 12: boxes = detect(frames)' for top-level statement ``site`` of the running
+        version (parsed once per version: a site in a loop asks for every checkpoint)."""
+        version = len(self.versions) - 1
+        if version not in self._titles:
+            source = self.versions[version]
+            self._titles[version] = [_title(source, stmt) for stmt in ast.parse(source).body]
+        return self._titles[version][site]
+
+
+def _title(source: str, stmt: ast.stmt) -> str:
+    first = ast.get_source_segment(source, stmt) or ""
+    text = first.splitlines()[0] if first else ""
+    return f"line {stmt.lineno}: {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def read_script(path: str) -> str:
@@ -216,6 +227,7 @@ class Controller:
         self._arrivals: dict[int, _Arrival] = {}
         self._listener: socket.socket | None = None
         self.script: Script | None = None
+        self._call_numbers: dict[int, int] = {}  # entry checkpoint -> which call of its function
         self._rundir: str | None = None
         self.socket_path = ""
 
@@ -317,12 +329,7 @@ class Controller:
 
     def memory(self) -> MemoryReport:
         total, available = memory.physical_memory()
-        per = {}
-        for node in self.tree.alive():
-            measured = memory.measure(node.pid)
-            if measured is not None:
-                per[node.id] = measured
-                node.memory = measured.uss + measured.page_tables
+        per = self._measure_all()
         head = memory.measure(self._head.pid) if self._head else None
         return MemoryReport(
             head, per, self.options.memory_budget, self.options.max_checkpoints, total, available
@@ -464,20 +471,28 @@ class Controller:
         (their results would be the old code's). At a call's entry, the statement running the
         call must be unchanged too, and the function itself may have changed: it is called
         again with the new code (its earlier calls ran the old code, which resume says)."""
-        assert self.script is not None
+        script = self.script
+        assert script is not None
         chain = [self.tree[cid] for cid in self.tree.ancestors(self.current)]
+        ran_by: list[set[str]] = []  # ran_by[i]: functions first called at or before chain[i]
+        ran: set[str] = set()
+        for node in reversed(chain):
+            ran = ran | set(node.called)
+            ran_by.append(ran)
+        ran_by.reverse()
+        diffs = {}  # one diff per source version, not per checkpoint
         for i, node in enumerate(chain):
             if not node.alive or node.site is None or node.version is None:
                 continue
-            diff = diff_sources(self.script.versions[node.version], new)
-            # statements that have run, or are running, at this checkpoint: 0..last
-            last = node.site
-            if diff.first_unswappable is not None and diff.first_unswappable <= last:
+            if node.version not in diffs:
+                diffs[node.version] = diff_sources(script.versions[node.version], new)
+            diff = diffs[node.version]
+            # statements that have run, or are running, at this checkpoint: 0..node.site
+            if diff.first_unswappable is not None and diff.first_unswappable <= node.site:
                 continue
             if node.entry is not None and node.entry in diff.removed_functions:
                 continue
-            ran = {name for older in chain[i:] for name in older.called} - {node.entry}
-            if not ran & (diff.changed_functions | diff.removed_functions):
+            if not (ran_by[i] - {node.entry}) & (diff.changed_functions | diff.removed_functions):
                 return node
         return self.tree[0]
 
@@ -674,11 +689,20 @@ class Controller:
             if node.entry is None:
                 node.source = self.script.describe(node.site)
             else:
-                calls = sum(1 for cid in self.tree.ancestors(node.id) if self.tree[cid].entry == node.entry)
-                node.source = f"the entry of call {calls} of {node.entry}()"
+                node.source = f"the entry of call {self._call_number(node)} of {node.entry}()"
         state.tip = node.id
         self._reaper.watch(node.pid)
         self._enforce_budget()
+
+    def _call_number(self, node: Checkpoint) -> int:
+        """Which call of its function ``node`` entered: one more than the nearest ancestor's
+        (a hot site walks one step back, not the whole branch)."""
+        parent = node.parent
+        while parent is not None and self.tree[parent].entry != node.entry:
+            parent = self.tree[parent].parent
+        number = 1 if parent is None else self._call_numbers[parent] + 1
+        self._call_numbers[node.id] = number
+        return number
 
     def _measure(self, force: bool = False) -> bool:
         """Measure every live checkpoint; False when skipped as measured too recently."""
@@ -686,11 +710,18 @@ class Controller:
         if not force and now - self._state.measured < MEASURE_EVERY:
             return False
         self._state.measured = now
+        self._measure_all()
+        return True
+
+    def _measure_all(self) -> dict[int, ProcessMemory]:
+        """Each live checkpoint's memory, also kept on its tree node for the eviction policy."""
+        per = {}
         for node in self.tree.alive():
             measured = memory.measure(node.pid)
             if measured is not None:
+                per[node.id] = measured
                 node.memory = measured.uss + measured.page_tables
-        return True
+        return per
 
     def _enforce_budget(self, measure_all: bool = False) -> None:
         """Evict by policy when over budget. Between inputs every checkpoint is measured
