@@ -75,12 +75,6 @@ class CheckpointTree:
     def alive(self) -> list[Checkpoint]:
         return [n for n in self.nodes.values() if n.alive]
 
-    def by_pid(self, pid: int) -> Checkpoint | None:
-        for node in self.nodes.values():
-            if node.pid == pid and node.alive:
-                return node
-        return None
-
     def children(self, cid: int) -> list[Checkpoint]:
         return [n for n in self.nodes.values() if n.parent == cid]
 

@@ -61,6 +61,14 @@ class Terminal:
         self.child.send("\r")
         return self.wait_prompt(timeout)
 
+    def finish(self, line: str, timeout: float = TIMEOUT) -> str:
+        """Type a line that should end the program (``resume``, ``:quit``); wait for it to exit
+        and return everything it printed."""
+        self.child.send(line + "\r")
+        self.child.expect(pexpect.EOF, timeout=timeout)
+        self.child.wait()
+        return self.text()
+
     def expect(self, pattern: str, timeout: float = TIMEOUT) -> str:
         self.child.expect(pattern, timeout=timeout)
         return clean(self.child.before + self.child.after)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pexpect
 import pytest
 from terminal import Terminal, env_for
 
@@ -43,10 +42,7 @@ def test_fail_inspect_edit_resume(tmp_path: Path, isolated: str) -> None:
         listing = t.run(":checkpoints")
         assert "after line 16: detections = [detect(f) for f" in listing
         shutil.copy(PROGRAMS / "pipeline_fixed.py", script)
-        t.child.send("resume\r")
-        t.child.expect(pexpect.EOF)
-        t.child.wait()
-        text = t.text()
+        text = t.finish("resume")
         assert "resuming from [" in text and 'after line 17: print("detected"' in text
         assert "wrote frame0.jpg, frame1.jpg, frame2.jpg" in text
         assert text.count("loaded 3 frames") == 1  # the expensive part did not run again
@@ -92,10 +88,7 @@ def test_batch_with_checkpoint_at_a_function(tmp_path: Path, isolated: str) -> N
         assert "done 3\n" in out and "IndexError" in out
         assert t.run("video").strip() == "4"  # evaluated in process(), where it failed
         shutil.copy(PROGRAMS / "batch_fixed.py", script)
-        t.child.send("resume\r")
-        t.child.expect(pexpect.EOF)
-        t.child.wait()
-        text = t.text()
+        text = t.finish("resume")
         assert "resuming from [" in text and "the entry of call 4 of process()" in text
         assert "calls 1-3 of process() in this statement ran the old code" in text
         assert "done 4\ndone 5\n" in text and "'video5.mp4:153'" in text and "'VIDEO4.MP4:123'" in text
@@ -148,9 +141,7 @@ def test_a_script_that_segfaults_can_be_fixed_and_resumed(tmp_path: Path, isolat
         out = t.wait_prompt()
         assert "the script's process was killed by SIGSEGV (segmentation fault)" in out
         script.write_text('x = 1\nprint("before")\nimport ctypes\nprint("fixed", x)\nprint("after")\n')
-        t.child.send("resume\r")
-        t.child.expect(pexpect.EOF)
-        t.child.wait()
+        t.finish("resume")
         assert "after line 3: import ctypes" in t.text() and "fixed 1\nafter" in t.text()
         assert t.text().count("before") == 1 and t.child.exitstatus == 0
     finally:

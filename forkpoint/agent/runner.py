@@ -184,11 +184,10 @@ def _all_code(code: types.CodeType) -> list[types.CodeType]:
 
 
 def _code_objects(code: types.CodeType) -> dict[str, types.CodeType]:
+    """Code objects by qualname; for a name defined twice, the first (diff does the same)."""
     found: dict[str, types.CodeType] = {}
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            found.setdefault(const.co_qualname, const)
-            found.update({k: v for k, v in _code_objects(const).items() if k not in found})
+    for const in _all_code(code):
+        found.setdefault(const.co_qualname, const)
     return found
 
 

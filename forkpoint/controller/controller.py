@@ -383,11 +383,6 @@ class Controller:
         target = self._restore_head(self.tree.at_rest_base(self.current))
         return ExecResult(status, traceback=reply["traceback"], rolled_back_to=target)
 
-    def interrupt(self) -> None:
-        """Send Ctrl-C's SIGINT to the head (the terminal does it itself for a shell's head)."""
-        if self._head is not None:
-            kill(self._head.pid, signal.SIGINT)
-
     def complete(self, text: str) -> list[str]:
         """Completions computed in the head from its live namespace."""
         reply = self._request({"op": "complete", "text": text}, "completions", timeout=5.0)
@@ -593,7 +588,6 @@ class Controller:
             return None
         state.base = None
         state.source = target.source
-        state.interrupts = 0
         return self._finish_input()
 
     def _restore_head(self, cid: int) -> int:
