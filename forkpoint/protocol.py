@@ -59,6 +59,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},
     "probe": {},
+    "noted": {},
     "exit": {},
 }
 

@@ -59,6 +59,23 @@ def test_on_error_exit_and_options_after_the_script(tmp_path: Path, isolated: st
     assert done.stdout == "before\n" and "ValueError: boom" in done.stdout + done.stderr
 
 
+def test_notices_sit_between_the_lines_the_program_prints(tmp_path: Path, isolated: str) -> None:
+    # Unbuffered, each part of a print is its own write: a notice shown late would split one.
+    script = tmp_path / "s.py"
+    body = "def show(i):\n    print('part', 'of', 'line', i)\n\n\ndef check():\n    {}\n\n\n"
+    loop = "check()\nfor i in range(300):\n    show(i)\n"
+    script.write_text(body.format("raise ValueError('boom')") + loop)
+    t = Terminal(["run", str(script)], dict(env_for(tmp_path, isolated), PYTHONUNBUFFERED="1"))
+    try:
+        assert "ValueError: boom" in t.wait_prompt()
+        script.write_text(body.format("return None").replace("'of'", "'of', 'new'") + loop)
+        lines = t.finish("resume").splitlines()
+    finally:
+        t.close()
+    notice = lines.index("forkpoint: new code for check, show")
+    assert lines[notice + 1 :] == [f"part of new line {i}" for i in range(300)]
+
+
 def test_without_a_terminal_errors_exit(tmp_path: Path, isolated: str) -> None:
     script = tmp_path / "s.py"
     script.write_text("import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n")

@@ -56,6 +56,7 @@ class _Link:
 _link: _Link | None = None
 _children: list[int] = []
 _told: set[str] = set()
+NOTICE_TIMEOUT = 5.0  # seconds a head waits for a notice to be shown
 
 
 @dataclass
@@ -92,13 +93,23 @@ def _hello(role: str, origin: int | None) -> dict[str, Any]:
 
 
 def notify(text: str, once: str | None = None) -> None:
-    """Send a notice for the front end to show; with ``once``, at most once per key."""
+    """Have the front end show a notice; with ``once``, at most once per key.
+
+    The head waits until the front end has shown it: the notice then sits in the terminal
+    exactly between what the program printed before and after, unbuffered output included.
+    """
     if once is not None:
         if once in _told:
             return
         _told.add(once)
-    if _link is not None:
-        _link.channel.send({"op": "notice", "text": text})
+    if _link is None:
+        return
+    _flush()
+    if _link.channel.send({"op": "notice", "text": text}):
+        try:
+            _link.channel.recv(timeout=NOTICE_TIMEOUT)  # "noted", or None when the controller is gone
+        except TimeoutError:
+            pass
 
 
 def pop_directive() -> dict[str, Any] | None:

@@ -831,6 +831,8 @@ class Controller:
             self._on_taken(msg)
         elif op == "notice":
             self._emit("notice", str(msg["text"]))
+            if self._head is not None:
+                self._head.channel.send({"op": "noted"})  # the head waits: output stays in order
         elif op in ("result", "completions", "value"):
             self._state.reply = msg
         else:
