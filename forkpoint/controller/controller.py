@@ -190,6 +190,7 @@ class _State:
     evicted: bool = False  # whether the user was told that checkpoints are being evicted
     reply: Message | None = None
     measured: float = 0.0
+    held: list[Event] = field(default_factory=list)  # told when the head next waits
 
 
 def default_budget() -> int:
@@ -756,6 +757,12 @@ class Controller:
     def _await_reply(self, op: str, timeout: float | None = None) -> Message | None:
         """Pump until the head replies with ``op``; None if the head died first."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return self._pump_until_reply(op, deadline)
+        finally:
+            self._tell_held()
+
+    def _pump_until_reply(self, op: str, deadline: float | None) -> Message | None:
         state = self._state
         while True:
             if state.reply is not None:
@@ -830,6 +837,7 @@ class Controller:
         if op == "taken":
             self._on_taken(msg)
         elif op == "notice":
+            self._tell_held()
             self._emit("notice", str(msg["text"]))
             if self._head is not None:
                 self._head.channel.send({"op": "noted"})  # the head waits: output stays in order
@@ -862,7 +870,17 @@ class Controller:
         self._arrivals[creds.pid] = _Arrival(hello, ch)
 
     def _emit(self, kind: str, text: str) -> None:
+        if kind == "evicted" and self._state.base is None:
+            # The running program owns the terminal: told when the head next waits, not in
+            # the middle of a line it is printing.
+            self._state.held.append(Event(kind, text))
+            return
         self._on_event(Event(kind, text))
+
+    def _tell_held(self) -> None:
+        held, self._state.held = self._state.held, []
+        for event in held:
+            self._on_event(event)
 
 
 @contextlib.contextmanager
