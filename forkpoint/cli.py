@@ -20,6 +20,7 @@ from forkpoint.errors import ForkpointError
 
 if TYPE_CHECKING:
     from forkpoint.controller import Controller
+    from forkpoint.instrument.rewrite import Sites
     from forkpoint.shell.render import Renderer
 
 __all__ = ["main", "parse_size"]
@@ -107,8 +108,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     on_error = args.on_error or ("shell" if sys.stdin.isatty() else "exit")
     render = Renderer()
     with _controller(args, render) as controller:
-        entries = _entry_sites(args.script, args.checkpoint_at)
-        result = controller.run_script(args.script, args.script_args, entries)
+        sites = _sites(args.script, args.checkpoint_at, render)
+        result = controller.run_script(
+            args.script, args.script_args, tuple(sites.entries), tuple(sites.lines)
+        )
         if result.status == "exit":
             return result.exit_code or 0
         render.result(result)
@@ -119,33 +122,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return Shell(controller, render, postmortem=True).run()
 
 
-def _entry_sites(script: str, specs: list[str]) -> tuple[str, ...]:
-    """Resolve --checkpoint-at specs to qualified names of the script's functions."""
-    import ast
-
+def _sites(script: str, specs: list[str], render: Renderer) -> Sites:
+    """Resolve --checkpoint-at specs in the script; say where a checkpoint had to move."""
     from forkpoint.controller import read_script
-    from forkpoint.instrument.diff import functions
-    from forkpoint.instrument.rewrite import is_generator
-    from forkpoint.instrument.sites import resolve
+    from forkpoint.instrument.sites import plan
 
     path = os.path.abspath(script)
-    sources = {path: read_script(path)} if specs else {}
-    names = []
-    for spec in specs:
-        for site in resolve(spec, sources):
-            if site.function is None:
-                raise ForkpointError(
-                    f"--checkpoint-at {spec}: checkpoints before a line are not built yet.",
-                    "name the function instead",
-                )
-            if is_generator(functions(ast.parse(sources[site.path]))[site.function]):
-                raise ForkpointError(
-                    f"--checkpoint-at {spec}: {site.function} is a generator or coroutine, whose calls "
-                    "cannot be entered again.",
-                    "name the function that iterates it",
-                )
-            names.append(site.function)
-    return tuple(dict.fromkeys(names))
+    sites, notes = plan(specs, path, read_script(path))
+    for note in notes:
+        render.line(f"forkpoint: {note}", "warn")
+    return sites
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

@@ -39,6 +39,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "site": _OPT_INT,
         "called": (list,),
         "entry": _OPT_STR,
+        "line": _OPT_INT,
+        "call": _OPT_INT,
+        "outer": (list,),
     },
     "notice": {"text": _STR},
     "result": {
@@ -55,7 +58,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "eval": {"expr": _STR},
     "complete": {"text": _STR},
     "fork_head": {"fg_pgid": _INT, "resume": (dict, type(None))},
-    "run": {"path": _STR, "source": _STR, "argv": (list,), "entries": (list,)},
+    "run": {"path": _STR, "source": _STR, "argv": (list,), "entries": (list,), "lines": (list,)},
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},
     "probe": {},

@@ -34,7 +34,10 @@ class Checkpoint:
     site: int | None = None  # in a script: the top-level statement it follows
     version: int | None = None  # in a script: which version of the source was running
     called: tuple[str, ...] = ()  # in a script: functions first called in the statement before
-    entry: str | None = None  # in a script: the function whose call this checkpoint entered
+    entry: str | None = None  # in a script: the function whose call this checkpoint is in
+    line: int | None = None  # ... before this line of that call (None: at the call's entry)
+    call: int | None = None  # ... which call of that function it is
+    outer: tuple[str, ...] = ()  # ... the functions running further out, innermost first
 
     @property
     def title(self) -> str:
@@ -42,7 +45,7 @@ class Checkpoint:
         if self.id == 0:
             return "(fresh interpreter)"
         if self.site is not None:
-            return self.source if self.source.startswith("the entry") else f"after {self.source}"
+            return self.source if self.entry is not None else f"after {self.source}"
         first = self.source.strip().splitlines()[0] if self.source.strip() else ""
         more = " ..." if self.source.strip().count("\n") else ""
         text = first + more

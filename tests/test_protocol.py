@@ -18,7 +18,7 @@ def test_round_trip_through_a_socket_pair() -> None:
     left, right = Channel(a), Channel(b)
     msgs = [
         {"op": "exec", "code": "x = 'é'\n", "filename": "<input-1>"},
-        {"op": "taken", "pid": 12, "label": None, "at_rest": True, "site": None, "called": []},
+        {"op": "taken", "pid": 12, "label": None, "at_rest": True, "site": None, "called": [], "outer": []},
         {"op": "result", "status": "ok", "checkpoint_pid": None, "traceback": None, "exit_code": None},
     ]
     for m in msgs:

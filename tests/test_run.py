@@ -220,10 +220,17 @@ def test_removing_the_resumed_function_falls_back(script_run: Run, tmp_path: Pat
 
 
 def test_entry_sites_keep_generators_out(tmp_path: Path) -> None:
-    from forkpoint.instrument.rewrite import CALLED_NAME, CONTINUE_NAME, ENTRY_NAME, SITE_NAME, compile_script
+    from forkpoint.instrument.rewrite import (
+        CALLED_NAME,
+        CONTINUE_NAME,
+        ENTRY_NAME,
+        SITE_NAME,
+        Sites,
+        compile_script,
+    )
 
     source = "def gen():\n    yield 1\n\ndef f(a, *rest, k=2, **kw):\n    return a, rest, k, kw\n"
-    code = compile_script(source, "<prog>", entries=frozenset({"gen", "f"}))
+    code = compile_script(source, "<prog>", sites=Sites(entries=frozenset({"gen", "f"})))
     seen: list[str] = []
     ns: dict[str, object] = {
         SITE_NAME: lambda i: None,

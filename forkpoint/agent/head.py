@@ -118,11 +118,22 @@ def _format_user_exception(exc: BaseException) -> str:
 
 
 def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """Drop leading frames of forkpoint's own code (the runner and its sites)."""
+    """The traceback without forkpoint's own frames (the runner, its sites) and without old
+    frames that only pass on what their call's new code raised; a fresh run has neither."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(here) and tb.tb_next is not None:
+    entries = []
+    while tb is not None:
+        entries.append(tb)
         tb = tb.tb_next
-    return tb
+    kept = [
+        t
+        for t in entries
+        if not t.tb_frame.f_code.co_filename.startswith(here) and not runner.is_passing(t.tb_frame)
+    ] or entries[-1:]
+    rebuilt = None
+    for t in reversed(kept):
+        rebuilt = types.TracebackType(rebuilt, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return rebuilt
 
 
 def _exit_code(code: object) -> int:
@@ -159,8 +170,8 @@ def _on_complete(msg: Message) -> None:
 
 
 def _on_run(msg: Message) -> None:
-    entries = frozenset(str(e) for e in msg["entries"])
-    code, ns = runner.prepare(msg["path"], msg["source"], [str(a) for a in msg["argv"]], entries)
+    sites = runner.Sites(frozenset(str(e) for e in msg["entries"]), frozenset(int(n) for n in msg["lines"]))
+    code, ns = runner.prepare(msg["path"], msg["source"], [str(a) for a in msg["argv"]], sites)
     status, tb, exit_code = run_code(code, ns)
     if status == "ok":
         status, exit_code = "exit", 0  # the script ran to its end

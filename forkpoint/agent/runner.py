@@ -16,11 +16,19 @@ import sys
 import types
 from typing import Any
 
-from forkpoint.agent import snapshot
+from forkpoint.agent import midcall, snapshot
+from forkpoint.instrument import lines as sitelines
 from forkpoint.instrument.diff import diff_sources
-from forkpoint.instrument.rewrite import CALLED_NAME, CONTINUE_NAME, ENTRY_NAME, SITE_NAME, compile_script
+from forkpoint.instrument.rewrite import (
+    CALLED_NAME,
+    CONTINUE_NAME,
+    ENTRY_NAME,
+    SITE_NAME,
+    Sites,
+    compile_script,
+)
 
-__all__ = ["Finished", "RemainderFailed", "called", "prepare", "site"]
+__all__ = ["Finished", "RemainderFailed", "Sites", "called", "count", "entry", "line", "prepare", "site"]
 
 
 class Finished(BaseException):
@@ -39,18 +47,19 @@ _running: dict[str, str] = {}  # path -> the exact source the live code was comp
 # (qualname, first line) -> code without the first-call marker (a name may be defined twice)
 _clean: dict[tuple[str, int], types.CodeType] = {}
 _first_calls: list[str] = []  # functions first called since the last site
-_entries: frozenset[str] = frozenset()  # functions with a checkpoint at each call's entry
+_sites = Sites()  # checkpoints at function entries and before lines inside functions
+_calls: dict[str, int] = {}  # calls so far of each function with a site inside
 _statement = 0  # the top-level statement running now
 _pending: tuple[str, str] | None = None  # new source whose later statements must run next
 CONTINUE = object()  # what an entry site returns when the call should simply go on
 
 
 def prepare(
-    path: str, source: str, argv: list[str], entries: frozenset[str] = frozenset()
+    path: str, source: str, argv: list[str], sites: Sites | None = None
 ) -> tuple[types.CodeType, dict[str, Any]]:
     """Set the process up like ``python path argv...`` and compile the script with sites."""
-    global _entries, _statement
-    _entries, _statement = entries, 0
+    global _sites, _statement
+    _sites, _statement = sites or Sites(), 0
     module = types.ModuleType("__main__")
     ns = module.__dict__
     ns.update(__file__=path, __builtins__=__builtins__, __cached__=None)
@@ -58,17 +67,22 @@ def prepare(
     ns[CALLED_NAME] = called
     ns[ENTRY_NAME] = entry
     ns[CONTINUE_NAME] = CONTINUE
+    ns[sitelines.LINE_NAME] = line
+    ns[sitelines.COUNT_NAME] = count
+    ns[sitelines.GUARD_NAME] = midcall.Guard
+    ns[sitelines.RESUMED_NAME] = midcall.resumed
+    ns[sitelines.PASSING_NAME] = midcall.passing
     sys.modules["__main__"] = module
     sys.argv = [path, *argv]
     sys.path[0] = os.path.dirname(os.path.abspath(path))
     _remember(path, source)
-    return compile_script(source, path, entries=entries), ns
+    return compile_script(source, path, sites=_sites), ns
 
 
 def _remember(path: str, source: str) -> None:
     _running[path] = source
     _clean.clear()
-    for code in _all_code(compile_script(source, path, marked=False, entries=_entries)):
+    for code in _all_code(compile_script(source, path, marked=False, sites=_sites)):
         _clean[(code.co_qualname, code.co_firstlineno)] = code
     # Tracebacks show the lines that ran, not whatever the file holds after an edit.
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)
@@ -93,22 +107,65 @@ def site(index: int) -> None:
     if snapshot.take(site=index, called=_drain_calls()) is None:
         directive = snapshot.pop_directive()
         if directive is not None:
-            _apply(str(directive["path"]), str(directive["source"]))
+            _apply(directive)
             _run_rest(str(directive["path"]), str(directive["source"]), int(directive["start"]))
+
+
+def is_passing(frame: types.FrameType) -> bool:
+    """Whether ``frame`` is an old frame whose call went on in new code."""
+    return midcall.is_passing(frame)
+
+
+def count(qualname: str) -> None:
+    """First thing in a function with a line site: number its calls."""
+    _calls[qualname] = _calls.get(qualname, 0) + 1
+
+
+def _take_in(qualname: str, frame: types.FrameType, line: int | None) -> dict[str, Any] | None:
+    """A checkpoint in a call of ``qualname``; the resume directive in a head resumed there."""
+    outer = []
+    caller = frame.f_back
+    while caller is not None and caller.f_code.co_name != "<module>":
+        if caller.f_code.co_filename == frame.f_code.co_filename and not midcall.is_passing(caller):
+            outer.append(caller.f_code.co_qualname)
+        caller = caller.f_back
+    taken = snapshot.take(
+        site=_statement, called=_drain_calls(), entry=qualname, line=line, call=_calls[qualname], outer=outer
+    )
+    return snapshot.pop_directive() if taken is None else None
+
+
+def _resume_in_call(directive: dict[str, Any]) -> tuple[str, str, str]:
+    """Take the new code in a head resumed inside a call; returns (path, old, new source)."""
+    global _pending
+    path, source = str(directive["path"]), str(directive["source"])
+    old = _running.get(path, "")
+    _apply(directive)
+    _pending = (path, source)
+    return path, old, source
+
+
+def line(qualname: str, lineno: int, cells: Any) -> Any:
+    """The checkpoint before line ``lineno`` inside a call. In a head resumed there, run the rest
+    of the call with the function's new code and hand its value back to the old frame."""
+    frame = sys._getframe(1)
+    directive = _take_in(qualname, frame, lineno)
+    if directive is None:
+        return CONTINUE  # a plain rewind, or no rewind at all: the old code goes on
+    path, old, source = _resume_in_call(directive)
+    if qualname not in diff_sources(old, source).changed_functions:
+        return CONTINUE  # the call's own code is the same: it goes on as it is
+    return midcall.build(old, source, path, qualname, lineno, frame, cells, _sites)()
 
 
 def entry(qualname: str, arguments: dict[str, Any]) -> Any:
     """The checkpoint at a call's entry. In a head resumed there, call the function again with
     the same arguments (its code is new by then) and hand its value to the old frame."""
-    global _pending
-    if snapshot.take(site=_statement, called=_drain_calls(), entry=qualname) is not None:
-        return CONTINUE
-    directive = snapshot.pop_directive()
+    _calls[qualname] = _calls.get(qualname, 0) + 1
+    directive = _take_in(qualname, sys._getframe(1), None)
     if directive is None:
-        return CONTINUE  # a plain rewind: the old code goes on from here
-    path, source = str(directive["path"]), str(directive["source"])
-    _apply(path, source)
-    _pending = (path, source)
+        return CONTINUE
+    path, _, source = _resume_in_call(directive)
     func = _find_function(qualname, sys.modules["__main__"].__dict__)
     if func is None:
         raise RuntimeError(f"forkpoint: {qualname} is not in the new code")
@@ -135,8 +192,11 @@ def _drain_calls() -> list[str]:
     return calls
 
 
-def _apply(path: str, source: str) -> None:
-    """New code for changed functions; remember the source it came from."""
+def _apply(directive: dict[str, Any]) -> None:
+    """New code for changed functions; remember the source it came from and its sites."""
+    global _sites
+    path, source = str(directive["path"]), str(directive["source"])
+    _sites = Sites(_sites.entries, frozenset(int(n) for n in directive.get("lines", ())))
     ns = sys.modules["__main__"].__dict__
     swapped = swap_functions(_running.get(path, ""), source, path, ns)
     _remember(path, source)
@@ -147,7 +207,7 @@ def _apply(path: str, source: str) -> None:
 def _run_rest(path: str, source: str, start: int) -> None:
     """Run the new script's statements from ``start`` in the same globals; end the old frame."""
     ns = sys.modules["__main__"].__dict__
-    code = compile_script(source, path, start, entries=_entries)
+    code = compile_script(source, path, start, sites=_sites)
     try:
         exec(code, ns)
     except BaseException as exc:
@@ -161,7 +221,7 @@ def swap_functions(old: str, new: str, path: str, ns: dict[str, Any]) -> list[st
     if not old:
         return []
     changed = diff_sources(old, new).changed_functions
-    codes = _code_objects(compile_script(new, path, entries=_entries))  # marked: first calls noted
+    codes = _code_objects(compile_script(new, path, sites=_sites))  # marked: first calls noted
     swapped = []
     for qualname in changed:
         func = _find_function(qualname, ns)

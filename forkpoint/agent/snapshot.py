@@ -126,6 +126,9 @@ def take(
     site: int | None = None,
     called: list[str] | None = None,
     entry: str | None = None,
+    line: int | None = None,
+    call: int | None = None,
+    outer: list[str] | None = None,
 ) -> int | None:
     """Fork a checkpoint. Returns its pid in the head, ``None`` in a head rewound to it."""
     if _link is None:
@@ -136,7 +139,16 @@ def take(
     threads = _warn_threads()
     rng = sys.modules["random"].getstate() if "random" in sys.modules else None
     saved = _Saved(offsets, rng, signal.getsignal(signal.SIGINT))
-    fields = {"label": label, "at_rest": at_rest, "site": site, "called": called or [], "entry": entry}
+    fields = {
+        "label": label,
+        "at_rest": at_rest,
+        "site": site,
+        "called": called or [],
+        "entry": entry,
+        "line": line,
+        "call": call,
+        "outer": outer or [],
+    }
     tail = json.dumps(fields, separators=(",", ":"))[1:].encode()
     sock = _link.channel.sock
     _flush()

@@ -32,8 +32,9 @@ from forkpoint.channel import Channel, listen, peer_credentials, private_dir
 from forkpoint.controller import memory
 from forkpoint.controller.memory import ProcessMemory
 from forkpoint.controller.processes import Reaper, describe_status, is_alive, kill, make_subreaper, spawn
+from forkpoint.controller.resume_point import ResumeCheck
 from forkpoint.errors import ForkpointError, ProtocolError
-from forkpoint.instrument.diff import diff_sources
+from forkpoint.instrument.lines import follow_line
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
@@ -118,6 +119,7 @@ class Script:
     versions: list[str]
     started: float
     entries: list[str] = field(default_factory=list)  # functions with a checkpoint at each call
+    lines: list[int] = field(default_factory=list)  # checkpoints before these lines (latest version)
     _titles: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
     def describe(self, site: int) -> str:
@@ -128,6 +130,14 @@ class Script:
             source = self.versions[version]
             self._titles[version] = [_title(source, stmt) for stmt in ast.parse(source).body]
         return self._titles[version][site]
+
+    def describe_call(self, function: str, call: int | None, line: int | None) -> str:
+        """'the entry of call 7 of process()' or 'before line 14 in call 7 of process(): ...'."""
+        which = f"call {call} of {function}()"
+        if line is None:
+            return f"the entry of {which}"
+        text = self.versions[-1].splitlines()[line - 1].strip()
+        return f"before line {line} in {which}: {text if len(text) <= 50 else text[:47] + '...'}"
 
 
 def _title(source: str, stmt: ast.stmt) -> str:
@@ -228,7 +238,6 @@ class Controller:
         self._arrivals: dict[int, _Arrival] = {}
         self._listener: socket.socket | None = None
         self.script: Script | None = None
-        self._call_numbers: dict[int, int] = {}  # entry checkpoint -> which call of its function
         self._rundir: str | None = None
         self.socket_path = ""
 
@@ -409,11 +418,15 @@ class Controller:
 
     # ----------------------------------------------------------------- scripts
 
-    def run_script(self, path: str, argv: list[str], entries: tuple[str, ...] = ()) -> ExecResult:
-        """Run a script with a checkpoint after each top-level statement; on an error the head
+    def run_script(
+        self, path: str, argv: list[str], entries: tuple[str, ...] = (), lines: tuple[int, ...] = ()
+    ) -> ExecResult:
+        """Run a script with a checkpoint after each top-level statement, at the entry of the
+        ``entries`` functions and before the ``lines`` inside functions; on an error the head
         stays in post-mortem (``pm_exec``, ``frame``) until ``resume``."""
         path = os.path.abspath(path)
-        self.script = Script(path, list(argv), [read_script(path)], time.time(), list(entries))
+        source = read_script(path)
+        self.script = Script(path, list(argv), [source], time.time(), list(entries), list(lines))
         return self._start_script()
 
     def _start_script(self) -> ExecResult:
@@ -427,6 +440,7 @@ class Controller:
             "source": self.script.versions[-1],
             "argv": self.script.argv,
             "entries": self.script.entries,
+            "lines": self.script.lines,
         }
         if not head.channel.send(msg):
             head.gone = True
@@ -439,10 +453,16 @@ class Controller:
         if script is None:
             raise ForkpointError("there is no script to resume.", "resume follows forkpoint run")
         new = read_script(script.path)
-        node = self.tree.resolve(ref, self.current) if ref else self._resume_point(new)
+        if ref:
+            node = self.tree.resolve(ref, self.current)
+        else:
+            node, why = self._resume_point(new)
+            if why:
+                self._emit("notice", why)
         if node.id != 0 and node.site is None:
             raise ForkpointError(f"[{node.id}] is not a checkpoint of the script.", ":checkpoints lists them")
         skipped = max(0.0, node.created - script.started) if node.id else 0.0
+        self._follow_lines(new)
         script.versions.append(new)
         if node.id == 0:  # nothing can be kept: run the new script from the start
             self._kill_head(wait=False)
@@ -452,21 +472,35 @@ class Controller:
                 "resume", "no checkpoint can continue the new code; running the script again from the start"
             )
             return Resumed(0, "the start", 0.0, self._start_script())
-        directive = {"path": script.path, "source": new, "start": int(node.site or 0) + 1}
-        where = node.source if node.entry else f"after {node.source}"
-        self._emit("resume", f"resuming from [{node.id}], {where}: skips {skipped:.1f} s of work")
+        directive = {
+            "path": script.path,
+            "source": new,
+            "start": int(node.site or 0) + 1,
+            "lines": script.lines,
+        }
+        self._emit("resume", f"resuming from [{node.id}] {node.title}: skips {skipped:.1f} s of work")
         if node.entry:
             self._say_old_calls(node)
         result = self._replace_head(node, resume=directive)
         assert result is not None
         return Resumed(node.id, node.source, skipped, result)
 
-    def _resume_point(self, new: str) -> Checkpoint:
-        """The latest checkpoint on this branch that the new code can continue: nothing above it
-        changed but function bodies, and none of those functions had been called by then
-        (their results would be the old code's). At a call's entry, the statement running the
-        call must be unchanged too, and the function itself may have changed: it is called
-        again with the new code (its earlier calls ran the old code, which resume says)."""
+    def _follow_lines(self, new: str) -> None:
+        """Move the line sites to where their statements are in the new version."""
+        script = self.script
+        assert script is not None
+        if not script.lines:
+            return
+        old_tree, new_tree = ast.parse(script.versions[-1]), ast.parse(new)
+        moved = [(line, follow_line(old_tree, new_tree, line)) for line in script.lines]
+        for line, now in moved:
+            if now is None:
+                self._emit("notice", f"the checkpoint before line {line} is gone with its statement")
+        script.lines = [now for _, now in moved if now is not None]
+
+    def _resume_point(self, new: str) -> tuple[Checkpoint, str | None]:
+        """The latest checkpoint on this branch that the new code can continue, and why later
+        ones cannot (None when the latest one can)."""
         script = self.script
         assert script is not None
         chain = [self.tree[cid] for cid in self.tree.ancestors(self.current)]
@@ -476,34 +510,34 @@ class Controller:
             ran = ran | set(node.called)
             ran_by.append(ran)
         ran_by.reverse()
-        diffs = {}  # one diff per source version, not per checkpoint
+        check = ResumeCheck(script.versions, new)
+        first_why = None
         for i, node in enumerate(chain):
             if not node.alive or node.site is None or node.version is None:
                 continue
-            if node.version not in diffs:
-                diffs[node.version] = diff_sources(script.versions[node.version], new)
-            diff = diffs[node.version]
-            # statements that have run, or are running, at this checkpoint: 0..node.site
-            if diff.first_unswappable is not None and diff.first_unswappable <= node.site:
-                continue
-            if node.entry is not None and node.entry in diff.removed_functions:
-                continue
-            if not (ran_by[i] - {node.entry}) & (diff.changed_functions | diff.removed_functions):
-                return node
-        return self.tree[0]
+            why = check.why_not(node, ran_by[i])
+            if why is None:
+                if first_why is None:
+                    return node, None
+                return node, f"[{first_why[0]}] cannot go on with the new code: {first_why[1]}"
+            first_why = first_why or (node.id, why)
+        return self.tree[0], None
 
     def _say_old_calls(self, node: Checkpoint) -> None:
         """Earlier calls of the function resumed into ran its old code: say so, and how to redo."""
         chain = [self.tree[cid] for cid in self.tree.ancestors(node.id)][1:]
         site = node.site
-        earlier = [n for n in chain if n.entry == node.entry and n.site == site]
-        if not earlier or site is None:
+        earlier = [
+            n.call
+            for n in chain
+            if n.entry == node.entry and n.site == site and n.call and n.call < (node.call or 0)
+        ]
+        if not earlier or site is None or node.call is None:
             return
         before = next((n for n in chain if n.entry is None and n.site is not None and n.site < site), None)
         redo = f"resume --from {before.id} redoes them" if before else "run the script again to redo them"
-        self._emit(
-            "notice", f"calls 1-{len(earlier)} of {node.entry}() in this statement ran the old code; {redo}"
-        )
+        calls = f"calls 1-{node.call - min(earlier)} of {node.entry}()"
+        self._emit("notice", f"{calls} in this statement ran the old code; {redo}")
 
     def pm_exec(self, code: str, frame: int) -> tuple[bool, str]:
         """Run an input in frame ``frame`` of the failure (0: where it was raised)."""
@@ -684,20 +718,12 @@ class Controller:
             if node.entry is None:
                 node.source = self.script.describe(node.site)
             else:
-                node.source = f"the entry of call {self._call_number(node)} of {node.entry}()"
+                node.line, node.call = msg.get("line"), msg.get("call")
+                node.outer = tuple(str(name) for name in msg["outer"])
+                node.source = self.script.describe_call(node.entry, node.call, node.line)
         state.tip = node.id
         self._reaper.watch(node.pid)
         self._enforce_budget()
-
-    def _call_number(self, node: Checkpoint) -> int:
-        """Which call of its function ``node`` entered: one more than the nearest ancestor's
-        (a hot site walks one step back, not the whole branch)."""
-        parent = node.parent
-        while parent is not None and self.tree[parent].entry != node.entry:
-            parent = self.tree[parent].parent
-        number = 1 if parent is None else self._call_numbers[parent] + 1
-        self._call_numbers[node.id] = number
-        return number
 
     def _measure(self, force: bool = False) -> bool:
         """Measure every live checkpoint; False when skipped as measured too recently."""

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import ast
 import types
+from dataclasses import dataclass
+
+from forkpoint.instrument.lines import insert_line_sites, is_generator
 
 __all__ = [
     "CALLED_NAME",
     "CONTINUE_NAME",
     "ENTRY_NAME",
     "SITE_NAME",
+    "Sites",
+    "closure_names",
     "compile_script",
     "mark_functions",
+    "rewrite_functions",
     "rewrite_top_level",
 ]
 
@@ -79,12 +85,6 @@ def _entry_site(qualname: str, first: ast.stmt) -> list[ast.stmt]:
     return [assign, check]
 
 
-def is_generator(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    if isinstance(func, ast.AsyncFunctionDef):
-        return True
-    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(func))
-
-
 def mark_functions(
     tree: ast.Module, called: bool = True, entries: frozenset[str] = frozenset()
 ) -> ast.Module:
@@ -116,12 +116,41 @@ def mark_functions(
     return tree
 
 
+@dataclass(frozen=True)
+class Sites:
+    """Where a script takes checkpoints besides after each top-level statement: at the entry
+    of the functions in ``entries``, before the statements on ``lines`` inside functions."""
+
+    entries: frozenset[str] = frozenset()
+    lines: frozenset[int] = frozenset()
+
+
+def closure_names(source: str, path: str) -> dict[str, tuple[str, ...]]:
+    """Each function's cell and free variables, by qualname (the first of a name defined twice)."""
+    found: dict[str, tuple[str, ...]] = {}
+    todo = [compile(source, path, "exec", dont_inherit=True)]
+    while todo:
+        code = todo.pop()
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                found.setdefault(const.co_qualname, const.co_cellvars + const.co_freevars)
+                todo.append(const)
+    return found
+
+
+def rewrite_functions(tree: ast.Module, source: str, path: str, sites: Sites, marked: bool) -> ast.Module:
+    """Line sites first (they find statements by line, before anything is inserted), then
+    entry sites and, if ``marked``, first-call markers."""
+    if sites.lines:
+        insert_line_sites(tree, sites.lines, closure_names(source, path), sites.entries)
+    return mark_functions(tree, marked, sites.entries)
+
+
 def compile_script(
-    source: str, path: str, start: int = 0, marked: bool = True, entries: frozenset[str] = frozenset()
+    source: str, path: str, start: int = 0, marked: bool = True, sites: Sites | None = None
 ) -> types.CodeType:
     """Compile ``source`` (or its statements from index ``start`` on) with sites inserted and,
-    if ``marked``, first-call markers in its functions and entry sites in ``entries``."""
-    tree = ast.parse(source, path)
-    mark_functions(tree, marked, entries)
+    if ``marked``, first-call markers in its functions."""
+    tree = rewrite_functions(ast.parse(source, path), source, path, sites or Sites(), marked)
     tree.body = tree.body[start:]
     return compile(rewrite_top_level(tree, start), path, "exec", dont_inherit=True)

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from forkpoint.errors import ForkpointError
 from forkpoint.instrument.diff import functions
+from forkpoint.instrument.lines import NotASite, is_generator, locate
+from forkpoint.instrument.rewrite import Sites
 
-__all__ = ["Site", "resolve"]
+__all__ = ["Site", "plan", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -93,3 +95,50 @@ def _function_sites(spec: str, sources: dict[str, str]) -> list[Site]:
 def _module_name(path: str) -> str:
     base = os.path.splitext(os.path.basename(path))[0]
     return os.path.basename(os.path.dirname(path)) if base == "__init__" else base
+
+
+def plan(specs: list[str], path: str, source: str) -> tuple[Sites, list[str]]:
+    """The sites ``--checkpoint-at`` specs ask for in the script, and notes for the user about
+    lines whose checkpoint stands elsewhere."""
+    entries: list[str] = []
+    lines: list[int] = []
+    notes: list[str] = []
+    tree = ast.parse(source, path)
+    every = functions(tree)
+    for spec in specs:
+        for site in resolve(spec, {path: source}):
+            if site.function is None:
+                _plan_line(spec, site.line, tree, entries, lines, notes)
+                continue
+            if is_generator(every[site.function]):
+                raise ForkpointError(
+                    f"--checkpoint-at {spec}: {site.function} is a generator or coroutine, whose calls "
+                    "cannot be entered again.",
+                    "name the function that iterates it",
+                )
+            entries.append(site.function)
+    return Sites(frozenset(entries), frozenset(lines)), notes
+
+
+def _plan_line(
+    spec: str, line: int, tree: ast.Module, entries: list[str], lines: list[int], notes: list[str]
+) -> None:
+    try:
+        found = locate(tree, line)
+    except NotASite as exc:
+        if is_generator(functions(tree)[exc.fallback]):
+            raise ForkpointError(
+                f"--checkpoint-at {spec}: {exc.why}, whose calls cannot be entered again.",
+                "name a line in the function that iterates it",
+            ) from None
+        notes.append(f"line {line}: {exc.why}, so the checkpoint is at the entry of {exc.fallback}() instead")
+        entries.append(exc.fallback)
+        return
+    if found is not None:
+        lines.append(line)
+    elif not any(stmt.lineno == line for stmt in tree.body):
+        raise ForkpointError(
+            f"--checkpoint-at {spec}: line {line} is in a class body, which runs once.",
+            "the checkpoint after the class statement is the nearest",
+        )
+    # a top-level statement: the checkpoint after the statement before it is already there

@@ -1,0 +1,188 @@
+"""Continuing a call from a checkpoint before a line inside it, with the function's new code.
+
+The oracle is differential: a generated function fails at ``bug()`` somewhere inside nested
+loops, ``if``, ``with`` and ``try`` blocks; the fix removes the bug and edits the code after
+it. Resuming from the checkpoint before the line above the bug must print exactly what a
+fresh run of the fixed program prints from that checkpoint on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forkpoint.controller import Controller
+
+HEADER = """\
+class Box:
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        print("enter", self.name)
+        return self
+
+    def __exit__(self, *exc):
+        print("exit", self.name, exc[0].__name__ if exc[0] else None)
+        return False
+
+
+def bug():
+    raise RuntimeError("bug")
+
+
+"""
+
+
+class Program:
+    """A generated function; the line of its site; the bug; the tails before and after the fix."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.site = 0
+        self.loops = 0
+
+    def add(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+
+def _plain(draw: st.DrawFn, prog: Program, depth: int, in_loop: bool) -> None:
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        prog.add(depth, f"n = (n * {draw(st.integers(2, 5))} + {draw(st.integers(0, 9))}) % 1000")
+    elif choice == 1:
+        prog.add(depth, "print('at', n, [v for v in seen][-2:])")
+    elif choice == 2:
+        prog.add(depth, "seen.append(n)")
+    else:
+        prog.add(depth, f"if n % {draw(st.integers(2, 4))} == 0:")
+        prog.add(
+            depth + 1, "n += 1" if not in_loop else draw(st.sampled_from(["n += 1", "continue", "break"]))
+        )
+
+
+def _tail(draw: st.DrawFn, depth: int, in_loop: bool, version: int) -> list[str]:
+    """What follows the bug in its block: edited by the fix (different constants), and may
+    leave the loops around it or the call."""
+    k = 3 + version * 4
+    lines = [f"n = n * {k} + {version}", f"print('tail', {version}, n)"]
+    end = draw(st.sampled_from(["", "return", "continue", "break"] if in_loop else ["", "return"]))
+    if end == "return":
+        lines.append(f"if n % 2:\n{'    ' * (depth + 1)}return n + {version}")
+    elif end:
+        lines.append(f"if n % 3 == 0:\n{'    ' * (depth + 1)}{end}")
+    return ["    " * depth + line for line in lines]
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> tuple[str, str, int]:
+    """(broken source, fixed source, line of the site)."""
+    prog = Program()
+    prog.add(0, "def work(n):")
+    prog.add(1, "seen = []")
+    closure = draw(st.booleans())
+    if closure:
+        prog.add(1, "def scaled(v):")
+        prog.add(2, "return v * len(seen) + n")  # a closure over n: n becomes a cell
+    depth, in_loop, tails = 1, False, []
+    for _ in range(draw(st.integers(0, 4))):
+        for _ in range(draw(st.integers(0, 2))):
+            _plain(draw, prog, depth, in_loop)
+        kind = draw(st.sampled_from(["for", "while", "if", "with", "try", "except", "finally"]))
+        if kind == "for":
+            prog.loops += 1
+            prog.add(depth, f"for i{prog.loops} in range({draw(st.integers(1, 4))}):")
+            in_loop = True
+        elif kind == "while":
+            prog.loops += 1
+            prog.add(depth, f"w{prog.loops} = 0")
+            prog.add(depth, f"while w{prog.loops} < {draw(st.integers(1, 4))}:")
+            prog.add(depth + 1, f"w{prog.loops} += 1")
+            in_loop = True
+        elif kind == "if":
+            prog.add(depth, "if n >= 0:")
+        elif kind == "with":
+            prog.add(depth, f"with Box('b{depth}') as box{depth}:")
+        elif kind == "try":
+            prog.add(depth, "try:")
+            tails.append((depth, ["except KeyError:", "    print('never')"]))
+        elif kind == "except":
+            prog.add(depth, "try:")
+            prog.add(depth + 1, "seen.append(-1)")
+            prog.add(depth + 1, "raise KeyError(n)")
+            prog.add(depth, "except KeyError as err:")
+            prog.add(depth + 1, "print('caught', err)")
+        else:
+            prog.add(depth, "try:")
+            tails.append((depth, ["finally:", "    print('finally', n)"]))
+        depth += 1
+    for _ in range(draw(st.integers(0, 2))):
+        _plain(draw, prog, depth, in_loop)
+    prog.add(depth, "print('site', n, len(seen))")
+    prog.site = len(HEADER.splitlines()) + len(prog.lines)
+    head = list(prog.lines)
+    tail_old = _tail(draw, depth, in_loop, 0)
+    tail_new = _tail(draw, depth, in_loop, 1)
+    closing = []
+    for d, lines in reversed(tails):
+        closing += ["    " * d + line for line in lines]
+    closing += ["    return n + scaled(2)" if closure else "    return n"]
+    main = ["", "", "print('result', work(3))", "print('again', work(4))", ""]
+    broken = head + ["    " * depth + "bug()"] + tail_old + closing + main
+    fixed = head + ["    " * depth + "pass"] + tail_new + closing + main
+    return HEADER + "\n".join(broken), HEADER + "\n".join(fixed), prog.site
+
+
+@pytest.fixture
+def output(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "out.txt"
+    path.write_text("")
+    yield path
+
+
+def fresh(path: Path) -> str:
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60).stdout
+
+
+@settings(
+    max_examples=int(os.environ.get("FORKPOINT_EXAMPLES", "12")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(program=programs())
+def test_resume_inside_a_call_prints_what_a_fresh_run_prints(
+    program: tuple[str, str, int], tmp_path: Path, output: Path
+) -> None:
+    broken, fixed, site = program
+    script = tmp_path / "prog.py"
+    script.write_text(broken)
+    output.write_text("")
+    out = os.open(output, os.O_WRONLY | os.O_APPEND)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with Controller(stdio=(null, out, out)) as c:
+            result = c.run_script(str(script), [], lines=(site,))
+            before = output.read_text()
+            if result.status != "error":  # the bug's block never ran: nothing to resume
+                assert result.status == "exit"
+                return
+            script.write_text(fixed)
+            resumed = c.resume()
+            assert resumed.where.startswith(f"before line {site} in call "), resumed.where
+            assert resumed.result.status == "exit", resumed.result.traceback
+            after = output.read_text()[len(before) :]
+    finally:
+        os.close(out)
+        os.close(null)
+    expected = fresh(script)
+    # The run up to the checkpoint printed what the fixed program prints up to there (the edit
+    # is below the checkpoint); from the checkpoint on, the new code ran.
+    assert expected.endswith(after), (after, expected)
+    assert before.startswith(expected[: len(expected) - len(after)])
