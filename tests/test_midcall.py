@@ -186,3 +186,138 @@ def test_resume_inside_a_call_prints_what_a_fresh_run_prints(
     # is below the checkpoint); from the checkpoint on, the new code ran.
     assert expected.endswith(after), (after, expected)
     assert before.startswith(expected[: len(expected) - len(after)])
+
+
+class Session:
+    """A controller whose head writes to ``output``; ``script`` is the file it runs."""
+
+    def __init__(self, c: Controller, output: Path, script: Path) -> None:
+        self.c, self.output, self.script = c, output, script
+
+    def run(self, source: str, **sites: tuple[int, ...] | tuple[str, ...]) -> str:
+        self.script.write_text(source)
+        result = self.c.run_script(str(self.script), [], **sites)  # type: ignore[arg-type]
+        assert result.status == "error", result
+        return self.output.read_text()
+
+    def resume(self, source: str) -> tuple[str, str]:
+        """Resume after writing ``source``; (where it resumed, what it printed)."""
+        mark = len(self.output.read_text())
+        self.script.write_text(source)
+        resumed = self.c.resume()
+        assert resumed.result.status == "exit", resumed.result.traceback
+        return resumed.where, self.output.read_text()[mark:]
+
+    def notices(self) -> list[str]:
+        return [e.text for e in self.c.events if e.kind == "notice"]
+
+
+@pytest.fixture
+def session(tmp_path: Path, output: Path) -> Iterator[Session]:
+    out = os.open(output, os.O_WRONLY | os.O_APPEND)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with Controller(stdio=(null, out, out)) as c:
+            yield Session(c, output, tmp_path / "prog.py")
+    finally:
+        os.close(out)
+        os.close(null)
+
+
+def line_of(source: str, text: str) -> int:
+    return next(n for n, line in enumerate(source.splitlines(), 1) if text in line)
+
+
+METHODS = """\
+class Base:
+    def total(self, xs):
+        return sum(xs)
+
+
+class Report(Base):
+    def __init__(self):
+        self.__seen = 0
+
+    def run(self, xs):
+        scale = 2
+
+        def scaled(v):
+            return v * scale
+
+        for x in xs:
+            self.__seen += 1
+            print("item", x, scaled(x))
+            check(x)
+        return super().total(xs) + self.__seen
+
+
+def check(x):
+    if x > 2:
+        raise ValueError(x)
+
+
+print("result", Report().run([1, 2, 3, 4]))
+"""
+
+
+def test_methods_with_super_private_names_and_closures(session: Session) -> None:
+    site = line_of(METHODS, 'print("item"')
+    session.run(METHODS, lines=(site,))
+    fixed = METHODS.replace("    check(x)", "    check(x - 10)").replace("scaled(x))", "scaled(x), 'new')")
+    where, out = session.resume(fixed)
+    assert where.startswith(f"before line {site} in call 1 of Report.run()")
+    assert out == "item 3 6 new\nitem 4 8 new\nresult 14\n"  # sum 10 + 4 items seen
+
+
+RECURSIVE = """\
+def depth(n):
+    print("in", n)
+    if n == 0:
+        return 0
+    value = depth(n - 1) + 1
+    if value > 1:
+        raise ValueError(value)
+    return value
+
+
+print("depth", depth(3))
+"""
+
+
+def test_recursion_resumes_from_the_outermost_call_and_says_why(session: Session) -> None:
+    site = line_of(RECURSIVE, "if n == 0")
+    session.run(RECURSIVE, lines=(site,))
+    fixed = RECURSIVE.replace("if value > 1:", "if value > 5:")
+    where, out = session.resume(fixed)
+    # Deeper calls' checkpoints would leave outer calls of depth() running the old code.
+    assert where.startswith(f"before line {site} in call 1 of depth()")
+    assert any("depth() is also running further out" in n for n in session.notices())
+    assert out == "in 2\nin 1\nin 0\ndepth 3\n"
+
+
+def test_an_edit_above_the_site_resumes_further_out_and_says_why(session: Session) -> None:
+    source = "def f(n):\n    n += 1\n    print('n', n)\n    raise ValueError(n)\n\n\nprint('start')\nf(1)\n"
+    session.run(source, lines=(3,))
+    where, out = session.resume(source.replace("n += 1", "n += 2").replace("raise ValueError(n)", "return n"))
+    assert where == "line 7: print('start')"
+    assert out == "n 3\n"
+    assert "[3] cannot go on with the new code: the edit is above line 3 in f()" in session.notices()
+
+
+def test_removing_the_function_resumed_into_says_so(session: Session) -> None:
+    source = "print('start')\n\n\ndef f(n):\n    print('n', n)\n    raise ValueError(n)\n\n\nf(1)\n"
+    session.run(source, lines=(5,))
+    fixed = "print('start')\n\n\ndef g(n):\n    print('g', n)\n\n\ng(1)\n"
+    where, out = session.resume(fixed)
+    assert where == "line 1: print('start')" and out == "g 1\n"
+    assert any("f() is not in the new code" in n for n in session.notices())
+
+
+def test_a_line_site_moves_with_its_statement(session: Session) -> None:
+    source = "def f(n):\n    for i in range(n):\n        print('i', i)\n        assert i < 2\n\n\nf(4)\n"
+    session.run(source, lines=(3,))
+    fixed = "# a comment\n# and another\n" + source.replace("assert i < 2", "assert i < 5")
+    where, out = session.resume(fixed)
+    assert where.startswith("before line 3 in call 1 of f()")  # the title of the old version
+    assert out == "i 2\ni 3\n"
+    assert session.c.script is not None and session.c.script.lines == [5]

@@ -114,6 +114,43 @@ def test_batch_with_checkpoint_at_a_function(tmp_path: Path, isolated: str) -> N
         t.close()
 
 
+def test_batch_with_checkpoint_at_a_line_inside_the_function(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "batch.py"
+    shutil.copy(PROGRAMS / "batch.py", script)
+    args = ["run", "batch.py", "--checkpoint-at", "batch.py:9", "--", "5"]  # after the expensive part
+    t = Terminal(args, env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        out = t.wait_prompt()
+        assert "done 3\n" in out and "IndexError" in out
+        shutil.copy(PROGRAMS / "batch_fixed.py", script)
+        text = t.finish("resume")
+        assert "resuming from [" in text and "before line 9 in call 4 of process(): name = " in text
+        assert "calls 1-3 of process() in this statement ran the old code; resume --from" in text
+        assert "done 4\ndone 5\n" in text and "'video5.mp4:153'" in text and "'VIDEO4.MP4:123'" in text
+        assert t.child.exitstatus == 0
+    finally:
+        t.close()
+
+
+def test_lines_whose_checkpoint_stands_elsewhere_say_so(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "s.py"
+    script.write_text(
+        "class C:\n    x = 1\n\n    def m(self):\n        try:\n            return 1\n"
+        "        finally:\n            print('cleanup')\n\n\nprint(C().m())\n"
+    )
+    done = forkpoint(
+        tmp_path, isolated, "run", "s.py", "--checkpoint-at", "s.py:8", "--checkpoint-at", "s.py:4"
+    )
+    assert done.returncode == 0 and done.stdout.endswith("cleanup\n1\n")
+    assert "line 8 is in a finally clause, so the checkpoint is at the entry of C.m() instead" in done.stdout
+    assert "line 4 defines C.m, so the checkpoint is at the entry of each call" in done.stdout
+    done = forkpoint(tmp_path, isolated, "run", "s.py", "--checkpoint-at", "s.py:2")
+    assert (
+        done.returncode == 2
+        and "--checkpoint-at s.py:2: line 2 is in a class body, which runs once." in done.stderr
+    )
+
+
 def test_checkpoint_at_a_name_that_is_not_there(tmp_path: Path, isolated: str) -> None:
     shutil.copy(PROGRAMS / "batch.py", tmp_path / "batch.py")
     done = forkpoint(tmp_path, isolated, "run", "batch.py", "--checkpoint-at", "proces", "--", "2")

@@ -98,13 +98,13 @@ def build(
         first = None
     owner = _owner(qualname)
     module = sitelines.remainder(func, target, chain, sorted(values), closure, first, owner)
-    code = _inner_code(compile(module, path, "exec", dont_inherit=True), func.name)
+    code = _inner_code(compile(module, path, "exec", dont_inherit=True))
+    code = code.replace(co_name=func.name, co_qualname=qualname)
     ns = frame.f_globals
     cellmap = {
         name: old_cells.get(name) or _new_cell(name, values, qualname, ns) for name in code.co_freevars
     }
     rest = types.FunctionType(code, ns, func.name, None, tuple(cellmap[n] for n in code.co_freevars))
-    rest.__qualname__ = qualname
     _passing.add(frame)
     args = (values[first], values) if first is not None else (values,)
     return lambda: rest(*args)
@@ -144,13 +144,13 @@ def _owner(qualname: str) -> str | None:
     return None
 
 
-def _inner_code(code: types.CodeType, name: str) -> types.CodeType:
+def _inner_code(code: types.CodeType) -> types.CodeType:
     todo = [code]
     while todo:
         current = todo.pop()
         for const in current.co_consts:
             if isinstance(const, types.CodeType):
-                if const.co_name == name and current.co_name == sitelines.FACTORY_NAME:
+                if const.co_name == sitelines.REST_NAME:
                     return const
                 todo.append(const)
-    raise RuntimeError(f"forkpoint: no code for {name} in the remainder")
+    raise RuntimeError("forkpoint: no code in the remainder")

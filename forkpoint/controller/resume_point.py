@@ -39,8 +39,6 @@ class ResumeCheck:
         ``ran``: functions first called at or before ``node``."""
         assert node.version is not None and node.site is not None
         diff = self.diff(node.version)
-        if diff.first_unswappable is not None and diff.first_unswappable <= node.site:
-            return "the edit changes top-level code that had run by then"
         changed = diff.changed_functions | diff.removed_functions
         inside = node.entry
         if inside is not None:
@@ -50,6 +48,8 @@ class ResumeCheck:
                 return f"{inside}() is also running further out, where its old code would go on"
             if node.line is not None and not self._same_way_in(node):
                 return f"the edit is above line {node.line} in {inside}()"
+        if diff.first_unswappable is not None and diff.first_unswappable <= node.site:
+            return "the edit changes top-level code that had run by then"
         stale = sorted((ran - {inside}) & changed)
         running = [f for f in stale if f in node.outer]
         if running:

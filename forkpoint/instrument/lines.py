@@ -51,6 +51,7 @@ PASSING_NAME = "@forkpoint_passing"
 CONTINUE_NAME = "@forkpoint_continue"
 LOCALS_NAME = "@forkpoint_locals"
 FACTORY_NAME = "@forkpoint_factory"
+REST_NAME = "@forkpoint_rest"
 _RESULT = "@forkpoint_result"
 _ONCE = "@forkpoint_once"
 
@@ -425,11 +426,12 @@ def remainder(
             head.append(ast.Assign([_name(name, True)], value))
     params = [ast.arg(first)] if first else []
     params.append(ast.arg(LOCALS_NAME))
-    inner = _function(func.name, params, head + body)
+    inner = _function(REST_NAME, params, head + body)  # named later: a def named like the
+    # function would make the function's own name (recursion) a local of the factory
     factory_body: list[ast.stmt] = []
     if declared:
         factory_body.append(ast.Assign([_name(n, True) for n in declared], ast.Constant(None)))
-    factory_body += [inner, ast.Return(_name(func.name))]
+    factory_body += [inner, ast.Return(_name(REST_NAME))]
     top: list[ast.stmt] = [_function(FACTORY_NAME, [], factory_body)]
     if owner is not None:
         top = [ast.ClassDef(name=owner, bases=[], keywords=[], body=top, decorator_list=[], **_type_params())]

@@ -131,14 +131,27 @@ def _plan_line(
                 f"--checkpoint-at {spec}: {exc.why}, whose calls cannot be entered again.",
                 "name a line in the function that iterates it",
             ) from None
-        notes.append(f"line {line}: {exc.why}, so the checkpoint is at the entry of {exc.fallback}() instead")
+        notes.append(f"{exc.why}, so the checkpoint is at the entry of {exc.fallback}() instead")
         entries.append(exc.fallback)
         return
+    method = _method_defined_on(tree, line)
     if found is not None:
         lines.append(line)
+    elif method is not None:
+        notes.append(f"line {line} defines {method}, so the checkpoint is at the entry of each call")
+        entries.append(method)
     elif not any(stmt.lineno == line for stmt in tree.body):
         raise ForkpointError(
             f"--checkpoint-at {spec}: line {line} is in a class body, which runs once.",
             "the checkpoint after the class statement is the nearest",
         )
     # a top-level statement: the checkpoint after the statement before it is already there
+
+
+def _method_defined_on(tree: ast.Module, line: int) -> str | None:
+    """The method whose ``def`` (or first decorator) is on ``line`` of a class body."""
+    for qualname, node in functions(tree).items():
+        start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+        if start == line and "." in qualname and "<locals>" not in qualname.rsplit(".", 1)[0]:
+            return qualname
+    return None
