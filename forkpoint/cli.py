@@ -60,8 +60,15 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint-at",
         action="append",
         default=[],
-        metavar="FUNC",
-        help="checkpoint at the entry of each call of FUNC (name, Class.method, module:func); repeatable",
+        metavar="FUNC|FILE:LINE",
+        help="checkpoint at the entry of each call of FUNC (name, Class.method, module:func), or before "
+        "the statement on FILE:LINE, also inside functions; repeatable",
+    )
+    run.add_argument(
+        "-i",
+        dest="interactive",
+        action="store_true",
+        help="open the shell in the script's namespace when it ends, as python -i does",
     )
     run.add_argument(
         "--on-error",
@@ -105,13 +112,18 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from forkpoint.shell.render import Renderer
 
-    on_error = args.on_error or ("shell" if sys.stdin.isatty() else "exit")
+    on_error = "shell" if args.interactive else args.on_error or ("shell" if sys.stdin.isatty() else "exit")
     render = Renderer()
     with _controller(args, render) as controller:
         sites = _sites(args.script, args.checkpoint_at, render)
         result = controller.run_script(
             args.script, args.script_args, tuple(sites.entries), tuple(sites.lines)
         )
+        if result.status == "exit" and args.interactive:
+            from forkpoint.shell.repl import Shell
+
+            controller.script_ended()
+            return Shell(controller, render).run()
         if result.status == "exit":
             return result.exit_code or 0
         render.result(result)

@@ -120,7 +120,7 @@ def cmd_help(shell: Shell, args: str) -> None:
     """:help                   this list"""
     shell.render.line("Every input that succeeds becomes a checkpoint; one that fails is rolled back.")
     for name, func in dict.fromkeys(COMMANDS.items()):
-        if name in POSTMORTEM_WORDS and not shell.postmortem or func in (cmd_down, cmd_where):
+        if name in POSTMORTEM_ONLY and not shell.postmortem or func in (cmd_down, cmd_where):
             continue
         line = (func.__doc__ or "").strip().splitlines()[0]
         if line.startswith(":") or shell.postmortem:
@@ -149,8 +149,9 @@ COMMANDS: dict[str, Callable[[Shell, str], None]] = {
     "down": cmd_down,
     "where": cmd_where,
 }
+POSTMORTEM_ONLY = {"resume", "up", "down", "where"}
 # In post-mortem these are typed as bare words too, as in pdb.
-POSTMORTEM_WORDS = {"resume", "up", "down", "where"}
+POSTMORTEM_WORDS = POSTMORTEM_ONLY | {"rewind"}
 
 
 def dispatch(shell: Shell, line: str) -> None:

@@ -196,5 +196,11 @@ class Shell:
 
     def show_rewind(self, rewound: Rewound) -> None:
         self.render.line(f"rewound to [{rewound.checkpoint}]", "info")
-        if rewound.continued is not None:
+        if rewound.continued is not None and rewound.continued.status == "paused":
+            self.frame = 0
+            title = self.controller.tree[rewound.checkpoint].title
+            self.render.line(
+                f"paused {title}; inputs run there (up/down move), resume goes on from here", "info"
+            )
+        elif rewound.continued is not None:
             self.show_result(rewound.continued)

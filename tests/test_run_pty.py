@@ -132,6 +132,44 @@ def test_batch_with_checkpoint_at_a_line_inside_the_function(tmp_path: Path, iso
         t.close()
 
 
+def test_rewind_in_post_mortem_pauses_at_the_checkpoint(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "batch.py"
+    shutil.copy(PROGRAMS / "batch.py", script)
+    args = ["run", "batch.py", "--checkpoint-at", "batch.py:9", "--", "5"]
+    t = Terminal(args, env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        listing = t.run(":checkpoints")
+        second = next(line for line in listing.splitlines() if "in call 2 of process()" in line)
+        target = second.split()[0].strip("[]*>")
+        out = t.run(f"rewind {target}")
+        assert f"rewound to [{target}]" in out and "paused before line 9 in call 2 of process()" in out
+        assert t.run("video, total").strip() == "(2, 63)"  # the state of call 2 at that line
+        assert "batch.py" in t.run("up") and t.run("results").strip() == "['video{}.mp4:33']"
+        shutil.copy(PROGRAMS / "batch_fixed.py", script)
+        text = t.finish("resume")
+        assert f"resuming from [{target}] before line 9 in call 2 of process()" in text
+        assert "done 2\ndone 3\ndone 4\ndone 5\n" in text and "'video2.mp4:63'" in text
+        assert t.child.exitstatus == 0
+    finally:
+        t.close()
+
+
+def test_dash_i_opens_the_shell_in_the_finished_script(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("import sys\ndata = [1, 2, 3]\nprint('ran', sys.argv[1:])\n")
+    t = Terminal(["run", "s.py", "-i", "--", "x"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        assert "ran ['x']" in t.wait_prompt()
+        assert t.run("sum(data)").strip() == "6"
+        assert "ZeroDivisionError" in t.run("data.append(4); 1 / 0")
+        assert t.run("data").strip() == "[1, 2, 3]"  # the failed input was rolled back
+        t.finish(":quit")
+        assert t.child.exitstatus == 0
+    finally:
+        t.close()
+
+
 def test_lines_whose_checkpoint_stands_elsewhere_say_so(tmp_path: Path, isolated: str) -> None:
     script = tmp_path / "s.py"
     script.write_text(

@@ -14,7 +14,7 @@ import sys
 import traceback
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from forkpoint.agent import namespace, runner, snapshot
 from forkpoint.protocol import Message
@@ -180,8 +180,33 @@ def _on_run(msg: Message) -> None:
     )
 
 
+_paused: list[types.FrameType] = []  # in a head paused at a site: its stack, innermost first
+
+
+def _pause(frame: types.FrameType) -> NoReturn:
+    """Stay at a site of the script: inputs run in its frames until the controller replaces
+    this head (resume, another rewind)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    current: types.FrameType | None = frame
+    while current is not None and not current.f_code.co_filename.startswith(here):
+        if not runner.is_passing(current):
+            _paused.append(current)
+        current = current.f_back
+    _flush_stdio()
+    snapshot.channel().send(
+        {"op": "result", "status": "paused", "checkpoint_pid": None, "traceback": None, "exit_code": None}
+    )
+    serve()
+    os._exit(0)
+
+
+runner.on_pause = _pause
+
+
 def _failing_frames() -> list[types.FrameType]:
     """Frames of the last failure, innermost first (index 0 is where it was raised)."""
+    if _paused:
+        return list(_paused)
     frames = []
     tb = getattr(sys, "last_traceback", None)
     while tb is not None:

@@ -14,7 +14,8 @@ import linecache
 import os
 import sys
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from forkpoint.agent import midcall, snapshot
 from forkpoint.instrument import lines as sitelines
@@ -52,6 +53,8 @@ _calls: dict[str, int] = {}  # calls so far of each function with a site inside
 _statement = 0  # the top-level statement running now
 _pending: tuple[str, str] | None = None  # new source whose later statements must run next
 CONTINUE = object()  # what an entry site returns when the call should simply go on
+# Set by the head: serve requests in a head paused at a site, with ``frame`` innermost.
+on_pause: Callable[[types.FrameType], NoReturn] | None = None
 
 
 def prepare(
@@ -105,7 +108,7 @@ def site(index: int) -> None:
         (path, source), _pending = _pending, None
         _run_rest(path, source, index + 1)
     if snapshot.take(site=index, called=_drain_calls()) is None:
-        directive = snapshot.pop_directive()
+        directive = _unless_paused(snapshot.pop_directive(), sys._getframe(1))
         if directive is not None:
             _apply(directive)
             _run_rest(str(directive["path"]), str(directive["source"]), int(directive["start"]))
@@ -132,7 +135,15 @@ def _take_in(qualname: str, frame: types.FrameType, line: int | None) -> dict[st
     taken = snapshot.take(
         site=_statement, called=_drain_calls(), entry=qualname, line=line, call=_calls[qualname], outer=outer
     )
-    return snapshot.pop_directive() if taken is None else None
+    return _unless_paused(snapshot.pop_directive(), frame) if taken is None else None
+
+
+def _unless_paused(directive: dict[str, Any] | None, frame: types.FrameType) -> dict[str, Any] | None:
+    """A head rewound to a site without resuming stays there, serving inputs in ``frame``."""
+    if directive is not None and directive.get("pause"):
+        assert on_pause is not None
+        on_pause(frame)
+    return directive
 
 
 def _resume_in_call(directive: dict[str, Any]) -> tuple[str, str, str]:

@@ -64,7 +64,8 @@ class Event:
 
 @dataclass(frozen=True)
 class ExecResult:
-    """How an input ended. status: ok, error, interrupted, died or exit."""
+    """How an input ended. status: ok, error, interrupted, died, exit, or paused (a script's
+    head rewound to a checkpoint, waiting there)."""
 
     status: str
     checkpoint: int | None = None
@@ -446,6 +447,15 @@ class Controller:
             head.gone = True
         return self._finish_input()
 
+    def script_ended(self) -> int:
+        """After the script ran to its end: inputs from now on are a shell's, in the script's
+        namespace, starting from a checkpoint of the finished script (``python -i``)."""
+        self.script = None
+        result = self.execute("")
+        if result.status != "ok" or result.checkpoint is None:
+            raise ForkpointError("the script's process did not take inputs after it ended.")
+        return result.checkpoint
+
     def resume(self, ref: str | None = None) -> Resumed:
         """Continue the failed script with the file's new code from the latest checkpoint that
         the new code can continue (or ``ref``)."""
@@ -559,7 +569,9 @@ class Controller:
         """Replace the head with a fork of checkpoint ``ref`` (id, -N or label)."""
         node = self.tree.resolve(str(ref), self.current)
         before = self._state.base
-        continued = self._replace_head(node)
+        # A script's head stays at the checkpoint (status "paused") until resume.
+        pause = {"pause": True} if self.script is not None and node.site is not None else None
+        continued = self._replace_head(node, resume=pause)
         if before is not None:
             self._state.history.append(before)
         return Rewound(node.id, continued)
