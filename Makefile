@@ -34,7 +34,7 @@ shell: install
 	$(BIN)/forkpoint shell
 
 demo: install
-	$(BIN)/python examples/faces_demo.py
+	$(BIN)/python examples/demo.py
 
 tour: install
 	$(BIN)/python examples/shell_tour.py

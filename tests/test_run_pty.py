@@ -205,24 +205,39 @@ def test_checkpoint_at_a_generator_is_refused(tmp_path: Path, isolated: str) -> 
 
 
 @pytest.mark.slow
-def test_the_faces_demo_end_to_end(tmp_path: Path, isolated: str) -> None:
-    """`make demo`: run faces.py, fail on the essay's bug, fix, resume; only drawing runs again."""
+def _demo(story: str, size: str, tmp_path: Path, marker: str) -> str:
     pytest.importorskip("cv2")
     pytest.importorskip("skimage")
-    demo = Path(__file__).parent.parent / "examples" / "faces_demo.py"
+    demo = Path(__file__).parent.parent / "examples" / "demo.py"
     done = subprocess.run(
-        [sys.executable, str(demo), "6"],
-        env=env_for(tmp_path, isolated),
+        [sys.executable, str(demo), story, size],
+        env=env_for(tmp_path, marker),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    out = done.stdout
-    assert done.returncode == 0, out[-3000:] + done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    return done.stdout
+
+
+def test_the_faces_demo_end_to_end(tmp_path: Path, isolated: str) -> None:
+    """`make demo`: run faces.py, fail on the essay's bug, fix, resume; only drawing runs again."""
+    out = _demo("faces", "6", tmp_path, isolated)
     assert "RuntimeError: 6 frames went to 1 file(s)" in out
     assert "resuming from [" in out and "after line 60: print(" in out and "new code for draw_boxes" in out
     assert out.count("loaded 6 frames") == 2  # the first run and the fresh comparison, not the resume
-    assert "6 frames in" in out and "forkpoint exited with 0" in out
+    assert "files of the fresh run, byte for byte: True; forkpoint exited with 0" in out
+
+
+def test_the_videos_demo_end_to_end(tmp_path: Path, isolated: str) -> None:
+    """The batch case: the detection and the bug in process(), a checkpoint between them."""
+    out = _demo("videos", "8", tmp_path, isolated)
+    assert "ZeroDivisionError: division by zero" in out
+    assert "resuming from [" in out and "before line 46 in call 3 of process(): found = " in out
+    assert "calls 1-2 of process() in this statement ran the old code; resume --from" in out
+    # video 3's faces were searched once in the first run and once in the fresh run, not on resume
+    assert out.count("video 3: searched") == 2 and out.count("video 4: searched") == 2
+    assert "files of the fresh run, byte for byte: True; forkpoint exited with 0" in out
 
 
 def test_a_script_that_segfaults_can_be_fixed_and_resumed(tmp_path: Path, isolated: str) -> None:
