@@ -115,7 +115,8 @@ def tell(story: Story, work: Path) -> bool:
     fresh_files = sorted((work / "fresh").iterdir())
     same = all((work / "out" / p.name).read_bytes() == p.read_bytes() for p in fresh_files if p.is_file())
     print(
-        f"the {len(fresh_files)} files of the fresh run, byte for byte: {same}; forkpoint exited with {child.exitstatus}."
+        f"the {len(fresh_files)} files of the fresh run, byte for byte: {same}; "
+        f"forkpoint exited with {child.exitstatus}."
     )
     return child.exitstatus == 0 and same
 
