@@ -20,7 +20,7 @@ from forkpoint.errors import ForkpointError
 
 if TYPE_CHECKING:
     from forkpoint.controller import Controller
-    from forkpoint.instrument.rewrite import Sites
+    from forkpoint.instrument.sites import Plan
     from forkpoint.shell.render import Renderer
 
 __all__ = ["main", "parse_size"]
@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FUNC|FILE:LINE",
         help="checkpoint at the entry of each call of FUNC (name, Class.method, module:func), or before "
         "the statement on FILE:LINE, also inside functions; repeatable",
+    )
+    run.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also instrument the modules under PATH (the script's folder always is); repeatable",
     )
     run.add_argument(
         "-i",
@@ -115,9 +122,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     on_error = "shell" if args.interactive else args.on_error or ("shell" if sys.stdin.isatty() else "exit")
     render = Renderer()
     with _controller(args, render) as controller:
-        sites = _sites(args.script, args.checkpoint_at, render)
+        watch = [os.path.abspath(w) for w in args.watch]
+        sites = _sites(args.script, args.checkpoint_at, watch, render)
         result = controller.run_script(
-            args.script, args.script_args, tuple(sites.entries), tuple(sites.lines)
+            args.script, args.script_args, tuple(sites.entries), sites.lines, watch
         )
         if result.status == "exit" and args.interactive:
             from forkpoint.shell.repl import Shell
@@ -134,16 +142,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return Shell(controller, render, postmortem=True).run()
 
 
-def _sites(script: str, specs: list[str], render: Renderer) -> Sites:
-    """Resolve --checkpoint-at specs in the script; say where a checkpoint had to move."""
+def _sites(script: str, specs: list[str], watch: list[str], render: Renderer) -> Plan:
+    """Resolve --checkpoint-at specs in the script and the user's modules; say where a
+    checkpoint had to move."""
     from forkpoint.controller import read_script
-    from forkpoint.instrument.sites import plan
+    from forkpoint.instrument.sites import plan, user_sources
 
     path = os.path.abspath(script)
-    sites, notes = plan(specs, path, read_script(path))
-    for note in notes:
+    source = read_script(path)
+    sources = {**user_sources(path, watch), path: source} if specs else {path: source}
+    found = plan(specs, path, sources)
+    for note in found.notes:
         render.line(f"forkpoint: {note}", "warn")
-    return sites
+    return found
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

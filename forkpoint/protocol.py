@@ -44,6 +44,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "outer": (list,),
     },
     "notice": {"text": _STR},
+    "module": {"name": _STR, "path": _STR, "source": _STR},
     "result": {
         "status": _STR,
         "checkpoint_pid": _OPT_INT,
@@ -58,7 +59,14 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "eval": {"expr": _STR},
     "complete": {"text": _STR},
     "fork_head": {"fg_pgid": _INT, "resume": (dict, type(None))},
-    "run": {"path": _STR, "source": _STR, "argv": (list,), "entries": (list,), "lines": (list,)},
+    "run": {
+        "path": _STR,
+        "source": _STR,
+        "argv": (list,),
+        "entries": (list,),
+        "lines": (dict,),
+        "watch": (list,),
+    },
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},
     "probe": {},

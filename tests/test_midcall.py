@@ -140,13 +140,6 @@ def programs(draw: st.DrawFn) -> tuple[str, str, int]:
     return HEADER + "\n".join(broken), HEADER + "\n".join(fixed), prog.site
 
 
-@pytest.fixture
-def output(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "out.txt"
-    path.write_text("")
-    yield path
-
-
 def fresh(path: Path) -> str:
     return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60).stdout
 
@@ -164,7 +157,7 @@ def test_resume_inside_a_call_prints_what_a_fresh_run_prints(
     script = tmp_path / "prog.py"
     script.write_text(broken)
     output.write_text("")
-    out = os.open(output, os.O_WRONLY | os.O_APPEND)
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     try:
         with Controller(stdio=(null, out, out)) as c:
@@ -214,7 +207,7 @@ class Session:
 
 @pytest.fixture
 def session(tmp_path: Path, output: Path) -> Iterator[Session]:
-    out = os.open(output, os.O_WRONLY | os.O_APPEND)
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     try:
         with Controller(stdio=(null, out, out)) as c:
@@ -320,4 +313,4 @@ def test_a_line_site_moves_with_its_statement(session: Session) -> None:
     where, out = session.resume(fixed)
     assert where.startswith("before line 3 in call 1 of f()")  # the title of the old version
     assert out == "i 2\ni 3\n"
-    assert session.c.script is not None and session.c.script.lines == [5]
+    assert session.c.script is not None and session.c.script.lines == {str(session.script): [5]}

@@ -170,8 +170,14 @@ def _on_complete(msg: Message) -> None:
 
 
 def _on_run(msg: Message) -> None:
-    sites = runner.Sites(frozenset(str(e) for e in msg["entries"]), frozenset(int(n) for n in msg["lines"]))
-    code, ns = runner.prepare(msg["path"], msg["source"], [str(a) for a in msg["argv"]], sites)
+    code, ns = runner.prepare(
+        msg["path"],
+        msg["source"],
+        [str(a) for a in msg["argv"]],
+        frozenset(str(e) for e in msg["entries"]),
+        {str(p): frozenset(int(n) for n in ns) for p, ns in msg["lines"].items()},
+        tuple(str(w) for w in msg["watch"]),
+    )
     status, tb, exit_code = run_code(code, ns)
     if status == "ok":
         status, exit_code = "exit", 0  # the script ran to its end

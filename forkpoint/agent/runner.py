@@ -1,10 +1,13 @@
 """``forkpoint run`` inside the head: run a script with sites, continue it with new code.
 
 The script runs as ``python script.py`` would (``__main__``, ``__file__``, ``sys.argv``,
-``sys.path[0]``), compiled by forkpoint with a site after each top-level statement. A site takes
-a checkpoint; in a head rewound to it with a resume directive, the site swaps the code of changed
-functions, runs the rest of the *new* script from the next statement in the same globals, and
-ends the old script's frame with ``_Finished``.
+``sys.path[0]``), compiled by forkpoint with a site after each top-level statement; the user's
+own modules (under the script's folder or a watched path) are compiled with their function
+sites on import. A site takes a checkpoint; in a head rewound to it with a resume directive,
+the site swaps the code of changed functions, runs the rest of the *new* script from the next
+statement in the same globals, and ends the old script's frame with ``Finished``.
+
+Functions are known by key: their qualname in the script, ``module:qualname`` in a module.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import os
 import sys
 import types
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from forkpoint.agent import midcall, snapshot
+from forkpoint.agent import imports, midcall, snapshot
 from forkpoint.instrument import lines as sitelines
 from forkpoint.instrument.diff import diff_sources
 from forkpoint.instrument.rewrite import (
@@ -26,6 +30,7 @@ from forkpoint.instrument.rewrite import (
     ENTRY_NAME,
     SITE_NAME,
     Sites,
+    compile_module,
     compile_script,
 )
 
@@ -44,11 +49,28 @@ class RemainderFailed(BaseException):
         self.error = error
 
 
-_running: dict[str, str] = {}  # path -> the exact source the live code was compiled from
-# (qualname, first line) -> code without the first-call marker (a name may be defined twice)
-_clean: dict[tuple[str, int], types.CodeType] = {}
-_first_calls: list[str] = []  # functions first called since the last site
-_sites = Sites()  # checkpoints at function entries and before lines inside functions
+@dataclass
+class _File:
+    """The script or one of the user's modules, as the live code was compiled from it."""
+
+    path: str
+    module: str  # "__main__" for the script
+    source: str
+    sites: Sites
+    # (key, first line) -> code without the first-call marker (a name may be defined twice)
+    clean: dict[tuple[str, int], types.CodeType] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> dict[str, Any]:
+        module = sys.modules.get(self.module)
+        return module.__dict__ if module is not None else {}
+
+
+_files: dict[str, _File] = {}  # path -> file
+_script = ""  # the script's path
+_entries: frozenset[str] = frozenset()  # keys of functions with a checkpoint at each call's entry
+_lines: dict[str, frozenset[int]] = {}  # path -> lines with a checkpoint before them
+_first_calls: list[str] = []  # functions first called (and modules imported) since the last site
 _calls: dict[str, int] = {}  # calls so far of each function with a site inside
 _statement = 0  # the top-level statement running now
 _pending: tuple[str, str] | None = None  # new source whose later statements must run next
@@ -58,14 +80,30 @@ on_pause: Callable[[types.FrameType], NoReturn] | None = None
 
 
 def prepare(
-    path: str, source: str, argv: list[str], sites: Sites | None = None
+    path: str,
+    source: str,
+    argv: list[str],
+    entries: frozenset[str] = frozenset(),
+    lines: dict[str, frozenset[int]] | None = None,
+    watch: tuple[str, ...] = (),
 ) -> tuple[types.CodeType, dict[str, Any]]:
-    """Set the process up like ``python path argv...`` and compile the script with sites."""
-    global _sites, _statement
-    _sites, _statement = sites or Sites(), 0
+    """Set the process up like ``python path argv...`` and compile the script with sites; the
+    user's modules under its folder and ``watch`` get theirs when imported."""
+    global _script, _entries, _lines, _statement
+    _script, _entries, _lines, _statement = path, entries, dict(lines or {}), 0
     module = types.ModuleType("__main__")
     ns = module.__dict__
     ns.update(__file__=path, __builtins__=__builtins__, __cached__=None)
+    give_site_functions(ns)
+    sys.modules["__main__"] = module
+    sys.argv = [path, *argv]
+    sys.path[0] = os.path.dirname(os.path.abspath(path))
+    imports.install([sys.path[0], *watch], _compile_module, give_site_functions)
+    _remember(path, "__main__", source)
+    return compile_script(source, path, sites=_files[path].sites), ns
+
+
+def give_site_functions(ns: dict[str, Any]) -> None:
     ns[SITE_NAME] = site
     ns[CALLED_NAME] = called
     ns[ENTRY_NAME] = entry
@@ -75,27 +113,46 @@ def prepare(
     ns[sitelines.GUARD_NAME] = midcall.Guard
     ns[sitelines.RESUMED_NAME] = midcall.resumed
     ns[sitelines.PASSING_NAME] = midcall.passing
-    sys.modules["__main__"] = module
-    sys.argv = [path, *argv]
-    sys.path[0] = os.path.dirname(os.path.abspath(path))
-    _remember(path, source)
-    return compile_script(source, path, sites=_sites), ns
 
 
-def _remember(path: str, source: str) -> None:
-    _running[path] = source
-    _clean.clear()
-    for code in _all_code(compile_script(source, path, marked=False, sites=_sites)):
-        _clean[(code.co_qualname, code.co_firstlineno)] = code
+def _compile_module(module: str, path: str, source: str) -> types.CodeType:
+    """A user's module being imported: compiled with sites; the controller learns its source."""
+    _remember(path, module, source)
+    _first_calls.append(f"import:{module}")
+    snapshot.channel().send({"op": "module", "name": module, "path": path, "source": source})
+    return compile_module(source, path, sites=_files[path].sites)
+
+
+def _sites_of(path: str, module: str) -> Sites:
+    prefix = "" if module == "__main__" else module + ":"
+    entries = frozenset(e for e in _entries if (":" in e) == bool(prefix) and e.startswith(prefix))
+    return Sites(entries, _lines.get(path, frozenset()), prefix)
+
+
+def _remember(path: str, module: str, source: str) -> None:
+    file = _File(path, module, source, _sites_of(path, module))
+    compiled = compile_script if module == "__main__" else compile_module
+    for code in _all_code(compiled(source, path, marked=False, sites=file.sites)):
+        file.clean[(file.sites.prefix + code.co_qualname, code.co_firstlineno)] = code
+    _files[path] = file
     # Tracebacks show the lines that ran, not whatever the file holds after an edit.
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)
 
 
-def called(qualname: str) -> None:
+def _split(key: str) -> tuple[_File, str]:
+    """The file a function key belongs to, and its qualname there."""
+    module, sep, qualname = key.rpartition(":")
+    if not sep:
+        return _files[_script], key
+    return next(f for f in _files.values() if f.module == module), qualname
+
+
+def called(key: str) -> None:
     """First call of a function: note it for the next site, then run unmarked from now on."""
-    _first_calls.append(qualname)
-    func = _find_function(qualname, sys.modules["__main__"].__dict__)
-    clean = _clean.get((qualname, func.__code__.co_firstlineno)) if func is not None else None
+    _first_calls.append(key)
+    file, qualname = _split(key)
+    func = _find_function(qualname, file.namespace)
+    clean = file.clean.get((key, func.__code__.co_firstlineno)) if func is not None else None
     if func is not None and clean is not None and func.__code__.co_freevars == clean.co_freevars:
         func.__code__ = clean
 
@@ -146,40 +203,41 @@ def _unless_paused(directive: dict[str, Any] | None, frame: types.FrameType) -> 
     return directive
 
 
-def _resume_in_call(directive: dict[str, Any]) -> tuple[str, str, str]:
-    """Take the new code in a head resumed inside a call; returns (path, old, new source)."""
+def _resume_in_call(directive: dict[str, Any], key: str) -> tuple[_File, str, str]:
+    """Take the new code in a head resumed inside a call of ``key``; returns its file (as it
+    is now), its qualname and the source the old frame runs."""
     global _pending
-    path, source = str(directive["path"]), str(directive["source"])
-    old = _running.get(path, "")
+    old = _split(key)[0].source
     _apply(directive)
-    _pending = (path, source)
-    return path, old, source
+    _pending = (str(directive["path"]), str(directive["source"]))
+    file, qualname = _split(key)
+    return file, qualname, old
 
 
-def line(qualname: str, lineno: int, cells: Any) -> Any:
+def line(key: str, lineno: int, cells: Any) -> Any:
     """The checkpoint before line ``lineno`` inside a call. In a head resumed there, run the rest
     of the call with the function's new code and hand its value back to the old frame."""
     frame = sys._getframe(1)
-    directive = _take_in(qualname, frame, lineno)
+    directive = _take_in(key, frame, lineno)
     if directive is None:
         return CONTINUE  # a plain rewind, or no rewind at all: the old code goes on
-    path, old, source = _resume_in_call(directive)
-    if qualname not in diff_sources(old, source).changed_functions:
+    file, qualname, old = _resume_in_call(directive, key)
+    if qualname not in diff_sources(old, file.source).changed_functions:
         return CONTINUE  # the call's own code is the same: it goes on as it is
-    return midcall.build(old, source, path, qualname, lineno, frame, cells, _sites)()
+    return midcall.build(old, file.source, file.path, qualname, lineno, frame, cells, file.sites)()
 
 
-def entry(qualname: str, arguments: dict[str, Any]) -> Any:
+def entry(key: str, arguments: dict[str, Any]) -> Any:
     """The checkpoint at a call's entry. In a head resumed there, call the function again with
     the same arguments (its code is new by then) and hand its value to the old frame."""
-    _calls[qualname] = _calls.get(qualname, 0) + 1
-    directive = _take_in(qualname, sys._getframe(1), None)
+    _calls[key] = _calls.get(key, 0) + 1
+    directive = _take_in(key, sys._getframe(1), None)
     if directive is None:
         return CONTINUE
-    path, _, source = _resume_in_call(directive)
-    func = _find_function(qualname, sys.modules["__main__"].__dict__)
+    file, qualname, _ = _resume_in_call(directive, key)
+    func = _find_function(qualname, file.namespace)
     if func is None:
-        raise RuntimeError(f"forkpoint: {qualname} is not in the new code")
+        raise RuntimeError(f"forkpoint: {key} is not in the new code")
     args, kwargs = _call_arguments(func.__code__, arguments)
     return func(*args, **kwargs)
 
@@ -204,13 +262,19 @@ def _drain_calls() -> list[str]:
 
 
 def _apply(directive: dict[str, Any]) -> None:
-    """New code for changed functions; remember the source it came from and its sites."""
-    global _sites
-    path, source = str(directive["path"]), str(directive["source"])
-    _sites = Sites(_sites.entries, frozenset(int(n) for n in directive.get("lines", ())))
-    ns = sys.modules["__main__"].__dict__
-    swapped = swap_functions(_running.get(path, ""), source, path, ns)
-    _remember(path, source)
+    """New code for changed functions of the script and of loaded modules; remember the sources
+    they came from and their sites."""
+    global _lines
+    _lines = {str(p): frozenset(int(n) for n in ns) for p, ns in directive.get("lines", {}).items()}
+    changes = {str(directive["path"]): str(directive["source"])}
+    changes.update({str(p): str(src) for p, src in directive.get("modules", {}).items()})
+    swapped = []
+    for path, source in changes.items():
+        file = _files.get(path)
+        if file is None:
+            continue  # a module not imported yet: its import will read the new file
+        _remember(path, file.module, source)
+        swapped += swap_functions(file.source, _files[path])
     if swapped:
         snapshot.notify(f"new code for {', '.join(sorted(swapped))}")
 
@@ -218,7 +282,7 @@ def _apply(directive: dict[str, Any]) -> None:
 def _run_rest(path: str, source: str, start: int) -> None:
     """Run the new script's statements from ``start`` in the same globals; end the old frame."""
     ns = sys.modules["__main__"].__dict__
-    code = compile_script(source, path, start, sites=_sites)
+    code = compile_script(source, path, start, sites=_files[path].sites)
     try:
         exec(code, ns)
     except BaseException as exc:
@@ -227,21 +291,20 @@ def _run_rest(path: str, source: str, start: int) -> None:
     raise Finished
 
 
-def swap_functions(old: str, new: str, path: str, ns: dict[str, Any]) -> list[str]:
-    """Give live functions whose body changed the new code; returns their qualnames."""
-    if not old:
-        return []
-    changed = diff_sources(old, new).changed_functions
-    codes = _code_objects(compile_script(new, path, sites=_sites))  # marked: first calls noted
+def swap_functions(old: str, new: _File) -> list[str]:
+    """Give live functions of ``new``'s module whose body changed the new code; their keys."""
+    changed = diff_sources(old, new.source).changed_functions
+    compiled = compile_script if new.module == "__main__" else compile_module
+    codes = _code_objects(compiled(new.source, new.path, sites=new.sites))  # marked: first calls noted
     swapped = []
     for qualname in changed:
-        func = _find_function(qualname, ns)
+        func = _find_function(qualname, new.namespace)
         code = codes.get(qualname)
         if func is None or code is None:
             continue
         if func.__code__.co_freevars == code.co_freevars:
             func.__code__ = code
-            swapped.append(qualname)
+            swapped.append(new.sites.prefix + qualname)
     return swapped
 
 

@@ -12,9 +12,8 @@ from forkpoint.controller.controller import (
     MemoryReport,
     Resumed,
     Rewound,
-    Script,
-    read_script,
 )
+from forkpoint.controller.script import Script, read_script
 
 __all__ = [
     "Change",

@@ -12,7 +12,6 @@ Errors the user can act on are ``ForkpointError``; everything else is an interna
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import os
 import select
@@ -23,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -33,8 +32,8 @@ from forkpoint.controller import memory
 from forkpoint.controller.memory import ProcessMemory
 from forkpoint.controller.processes import Reaper, describe_status, is_alive, kill, make_subreaper, spawn
 from forkpoint.controller.resume_point import ResumeCheck
+from forkpoint.controller.script import Script, read_script
 from forkpoint.errors import ForkpointError, ProtocolError
-from forkpoint.instrument.lines import follow_line
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
@@ -109,61 +108,6 @@ class Resumed:
     where: str  # what the checkpoint follows, e.g. "line 12: boxes = detect(frames)"
     skipped: float  # seconds of the first run that the resume did not redo
     result: ExecResult
-
-
-@dataclass
-class Script:
-    """The script of ``forkpoint run`` and every version of its source that ran."""
-
-    path: str
-    argv: list[str]
-    versions: list[str]
-    started: float
-    entries: list[str] = field(default_factory=list)  # functions with a checkpoint at each call
-    lines: list[int] = field(default_factory=list)  # checkpoints before these lines (latest version)
-    _titles: dict[int, list[str]] = field(default_factory=dict, repr=False)
-
-    def describe(self, site: int) -> str:
-        """'line 12: boxes = detect(frames)' for top-level statement ``site`` of the running
-        version (parsed once per version: a site in a loop asks for every checkpoint)."""
-        version = len(self.versions) - 1
-        if version not in self._titles:
-            source = self.versions[version]
-            self._titles[version] = [_title(source, stmt) for stmt in ast.parse(source).body]
-        return self._titles[version][site]
-
-    def describe_call(self, function: str, call: int | None, line: int | None) -> str:
-        """'the entry of call 7 of process()' or 'before line 14 in call 7 of process(): ...'."""
-        which = f"call {call} of {function}()"
-        if line is None:
-            return f"the entry of {which}"
-        text = self.versions[-1].splitlines()[line - 1].strip()
-        return f"before line {line} in {which}: {text if len(text) <= 50 else text[:47] + '...'}"
-
-
-def _title(source: str, stmt: ast.stmt) -> str:
-    first = ast.get_source_segment(source, stmt) or ""
-    text = first.splitlines()[0] if first else ""
-    return f"line {stmt.lineno}: {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def read_script(path: str) -> str:
-    """The script's source, or one clear sentence on why it cannot run."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
-    except FileNotFoundError:
-        raise ForkpointError(f"{path} does not exist.", "was it moved or deleted?") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ForkpointError(f"cannot read {path}: {exc}.") from None
-    try:
-        ast.parse(source, path)
-    except SyntaxError as exc:
-        raise ForkpointError(
-            f"{os.path.relpath(path)}, line {exc.lineno}: {exc.msg}.",
-            "fix it and try again; nothing was lost",
-        ) from None
-    return source
 
 
 @dataclass
@@ -420,14 +364,25 @@ class Controller:
     # ----------------------------------------------------------------- scripts
 
     def run_script(
-        self, path: str, argv: list[str], entries: tuple[str, ...] = (), lines: tuple[int, ...] = ()
+        self,
+        path: str,
+        argv: list[str],
+        entries: tuple[str, ...] = (),
+        lines: Mapping[str, Sequence[int]] | Sequence[int] = (),
+        watch: Sequence[str] = (),
     ) -> ExecResult:
         """Run a script with a checkpoint after each top-level statement, at the entry of the
-        ``entries`` functions and before the ``lines`` inside functions; on an error the head
-        stays in post-mortem (``pm_exec``, ``frame``) until ``resume``."""
+        ``entries`` functions (keys: ``module:func`` outside the script) and before ``lines``
+        inside functions (path -> lines; plain lines are the script's); the user's modules under
+        the script's folder and ``watch`` are instrumented too. On an error the head stays in
+        post-mortem (``pm_exec``, ``frame``) until ``resume``."""
         path = os.path.abspath(path)
         source = read_script(path)
-        self.script = Script(path, list(argv), [source], time.time(), list(entries), list(lines))
+        if not isinstance(lines, Mapping):
+            lines = {path: list(lines)} if lines else {}
+        by_path = {os.path.abspath(p): list(ns) for p, ns in lines.items()}
+        watched = [os.path.abspath(w) for w in watch]
+        self.script = Script(path, list(argv), [source], time.time(), list(entries), by_path, watched)
         return self._start_script()
 
     def _start_script(self) -> ExecResult:
@@ -442,6 +397,7 @@ class Controller:
             "argv": self.script.argv,
             "entries": self.script.entries,
             "lines": self.script.lines,
+            "watch": self.script.watch,
         }
         if not head.channel.send(msg):
             head.gone = True
@@ -457,23 +413,25 @@ class Controller:
         return result.checkpoint
 
     def resume(self, ref: str | None = None) -> Resumed:
-        """Continue the failed script with the file's new code from the latest checkpoint that
+        """Continue the failed script with the files' new code from the latest checkpoint that
         the new code can continue (or ``ref``)."""
         script = self.script
         if script is None:
             raise ForkpointError("there is no script to resume.", "resume follows forkpoint run")
         new = read_script(script.path)
+        modules = script.edited_modules()
         if ref:
             node = self.tree.resolve(ref, self.current)
         else:
-            node, why = self._resume_point(new)
+            node, why = self._resume_point(new, modules)
             if why:
                 self._emit("notice", why)
         if node.id != 0 and node.site is None:
             raise ForkpointError(f"[{node.id}] is not a checkpoint of the script.", ":checkpoints lists them")
         skipped = max(0.0, node.created - script.started) if node.id else 0.0
-        self._follow_lines(new)
-        script.versions.append(new)
+        for text in script.follow_lines(new, modules):
+            self._emit("notice", text)
+        script.new_version(new, {**script.module_versions[-1], **modules})
         if node.id == 0:  # nothing can be kept: run the new script from the start
             self._kill_head(wait=False)
             self._restore_head(0)
@@ -487,6 +445,7 @@ class Controller:
             "source": new,
             "start": int(node.site or 0) + 1,
             "lines": script.lines,
+            "modules": modules,
         }
         self._emit("resume", f"resuming from [{node.id}] {node.title}: skips {skipped:.1f} s of work")
         if node.entry:
@@ -495,20 +454,7 @@ class Controller:
         assert result is not None
         return Resumed(node.id, node.source, skipped, result)
 
-    def _follow_lines(self, new: str) -> None:
-        """Move the line sites to where their statements are in the new version."""
-        script = self.script
-        assert script is not None
-        if not script.lines:
-            return
-        old_tree, new_tree = ast.parse(script.versions[-1]), ast.parse(new)
-        moved = [(line, follow_line(old_tree, new_tree, line)) for line in script.lines]
-        for line, now in moved:
-            if now is None:
-                self._emit("notice", f"the checkpoint before line {line} is gone with its statement")
-        script.lines = [now for _, now in moved if now is not None]
-
-    def _resume_point(self, new: str) -> tuple[Checkpoint, str | None]:
+    def _resume_point(self, new: str, modules: dict[str, str]) -> tuple[Checkpoint, str | None]:
         """The latest checkpoint on this branch that the new code can continue, and why later
         ones cannot (None when the latest one can)."""
         script = self.script
@@ -520,7 +466,7 @@ class Controller:
             ran = ran | set(node.called)
             ran_by.append(ran)
         ran_by.reverse()
-        check = ResumeCheck(script.versions, new)
+        check = ResumeCheck(script, new, modules)
         first_why = None
         for i, node in enumerate(chain):
             if not node.alive or node.site is None or node.version is None:
@@ -874,6 +820,9 @@ class Controller:
         op = msg["op"]
         if op == "taken":
             self._on_taken(msg)
+        elif op == "module":
+            if self.script is not None:
+                self.script.imported(str(msg["name"]), str(msg["path"]), str(msg["source"]))
         elif op == "notice":
             self._tell_held()
             self._emit("notice", str(msg["text"]))

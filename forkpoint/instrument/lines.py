@@ -293,12 +293,17 @@ def _prepare_container(stmt: ast.stmt, field: str, depth: int, parent: list[ast.
 
 
 def insert_line_sites(
-    tree: ast.Module, lines: frozenset[int], cells: dict[str, tuple[str, ...]], counted: frozenset[str]
+    tree: ast.Module,
+    lines: frozenset[int],
+    cells: dict[str, tuple[str, ...]],
+    counted: frozenset[str],
+    key_prefix: str = "",
 ) -> None:
     """Put a site before the statement on each of ``lines`` that is inside a function.
 
     ``cells`` gives each function's closure names (a lambda over them hands the cells to the
-    new code); functions not in ``counted`` get a call counter first.
+    new code); functions whose key (``key_prefix`` + qualname) is not in ``counted`` get a
+    call counter first.
     """
     sites = []
     for line in sorted(lines):
@@ -317,12 +322,13 @@ def insert_line_sites(
             _prepare_container(stmt, field, depth, lists[depth])
         stmts = lists[-1]
         index = next(i for i, s in enumerate(stmts) if s is target)
-        stmts[index:index] = _site_statements(site.qualname, target, cells.get(site.qualname, ()))
-        counting[site.qualname] = site.function
-    for qualname, func in counting.items():
-        if qualname not in counted:
+        key = key_prefix + site.qualname
+        stmts[index:index] = _site_statements(key, target, cells.get(site.qualname, ()))
+        counting[key] = site.function
+    for key, func in counting.items():
+        if key not in counted:
             doc = 1 if ast.get_docstring(func, clean=False) is not None else 0
-            func.body.insert(doc, _at(ast.Expr(_call(COUNT_NAME, ast.Constant(qualname))), func.body[0]))  # type: ignore[arg-type]
+            func.body.insert(doc, _at(ast.Expr(_call(COUNT_NAME, ast.Constant(key))), func.body[0]))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- the remainder

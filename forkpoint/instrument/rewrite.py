@@ -21,6 +21,7 @@ __all__ = [
     "SITE_NAME",
     "Sites",
     "closure_names",
+    "compile_module",
     "compile_script",
     "mark_functions",
     "rewrite_functions",
@@ -86,19 +87,20 @@ def _entry_site(qualname: str, first: ast.stmt) -> list[ast.stmt]:
 
 
 def mark_functions(
-    tree: ast.Module, called: bool = True, entries: frozenset[str] = frozenset()
+    tree: ast.Module, called: bool = True, entries: frozenset[str] = frozenset(), key_prefix: str = ""
 ) -> ast.Module:
-    """Put ``@forkpoint_called("qualname")`` first in every function that is not nested.
+    """Put ``@forkpoint_called("key")`` first in every function that is not nested (the key is
+    its qualname, after ``key_prefix``, "module:", outside the script).
 
     The runtime records the first call (so resume knows which finished work ran code that has
     since changed) and then swaps in the unmarked code: after its first call a function runs
     at full speed. Nested functions are covered by their parent, whose source holds theirs.
     """
 
-    def visit(node: ast.AST, prefix: str) -> None:
+    def visit(node: ast.AST, outer: str) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                qualname = prefix + child.name
+                qualname = key_prefix + outer + child.name
                 doc = 1 if ast.get_docstring(child, clean=False) is not None else 0
                 marker = ast.Expr(ast.Call(ast.Name(CALLED_NAME, ast.Load()), [ast.Constant(qualname)], []))
                 for sub in ast.walk(marker):
@@ -110,7 +112,7 @@ def mark_functions(
                 if called:
                     child.body.insert(doc, marker)
             elif isinstance(child, ast.ClassDef):
-                visit(child, prefix + child.name + ".")
+                visit(child, outer + child.name + ".")
 
     visit(tree, "")
     return tree
@@ -121,8 +123,9 @@ class Sites:
     """Where a script takes checkpoints besides after each top-level statement: at the entry
     of the functions in ``entries``, before the statements on ``lines`` inside functions."""
 
-    entries: frozenset[str] = frozenset()
-    lines: frozenset[int] = frozenset()
+    entries: frozenset[str] = frozenset()  # keys: qualname in the script, module:qualname elsewhere
+    lines: frozenset[int] = frozenset()  # in this file
+    prefix: str = ""  # what makes a qualname of this file a key: "" for the script, "module:"
 
 
 def closure_names(source: str, path: str) -> dict[str, tuple[str, ...]]:
@@ -142,8 +145,8 @@ def rewrite_functions(tree: ast.Module, source: str, path: str, sites: Sites, ma
     """Line sites first (they find statements by line, before anything is inserted), then
     entry sites and, if ``marked``, first-call markers."""
     if sites.lines:
-        insert_line_sites(tree, sites.lines, closure_names(source, path), sites.entries)
-    return mark_functions(tree, marked, sites.entries)
+        insert_line_sites(tree, sites.lines, closure_names(source, path), sites.entries, sites.prefix)
+    return mark_functions(tree, marked, sites.entries, sites.prefix)
 
 
 def compile_script(
@@ -154,3 +157,10 @@ def compile_script(
     tree = rewrite_functions(ast.parse(source, path), source, path, sites or Sites(), marked)
     tree.body = tree.body[start:]
     return compile(rewrite_top_level(tree, start), path, "exec", dont_inherit=True)
+
+
+def compile_module(source: str, path: str, marked: bool = True, sites: Sites | None = None) -> types.CodeType:
+    """Compile an imported module of the user's: sites in its functions, none at its top level
+    (which runs once, at import)."""
+    tree = rewrite_functions(ast.parse(source, path), source, path, sites or Sites(), marked)
+    return compile(tree, path, "exec", dont_inherit=True)

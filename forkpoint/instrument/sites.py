@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from forkpoint.errors import ForkpointError
 from forkpoint.instrument.diff import functions
 from forkpoint.instrument.lines import NotASite, is_generator, locate
-from forkpoint.instrument.rewrite import Sites
 
-__all__ = ["Site", "plan", "resolve"]
+__all__ = ["Plan", "Site", "module_name", "plan", "resolve", "user_sources"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def _function_sites(spec: str, sources: dict[str, str]) -> list[Site]:
     found: list[Site] = []
     every: list[str] = []
     for path, text in sorted(sources.items()):
-        if module and _module_name(path) != module:
+        if module and module not in (module_name(path), _module_name(path)):
             continue
         for qualname, node in functions(ast.parse(text, path)).items():
             every.append(qualname)
@@ -93,36 +92,82 @@ def _function_sites(spec: str, sources: dict[str, str]) -> list[Site]:
 
 
 def _module_name(path: str) -> str:
-    base = os.path.splitext(os.path.basename(path))[0]
-    return os.path.basename(os.path.dirname(path)) if base == "__init__" else base
+    """The last part of the module name, as ``module:func`` specs give it."""
+    return module_name(path).rpartition(".")[2]
 
 
-def plan(specs: list[str], path: str, source: str) -> tuple[Sites, list[str]]:
-    """The sites ``--checkpoint-at`` specs ask for in the script, and notes for the user about
-    lines whose checkpoint stands elsewhere."""
-    entries: list[str] = []
-    lines: list[int] = []
-    notes: list[str] = []
-    tree = ast.parse(source, path)
-    every = functions(tree)
+def module_name(path: str) -> str:
+    """The name a file is imported by: its stem, after the packages above it."""
+    folder, base = os.path.split(path)
+    parts = [] if base == "__init__.py" else [os.path.splitext(base)[0]]
+    while os.path.exists(os.path.join(folder, "__init__.py")):
+        folder, package = os.path.split(folder)
+        parts.insert(0, package)
+    return ".".join(parts)
+
+
+_SKIP = {"__pycache__", "node_modules", "site-packages", "build", "dist"}
+MAX_FILES = 2000
+
+
+def user_sources(script: str, watch: list[str]) -> dict[str, str]:
+    """The user's modules that ``--checkpoint-at`` may name: .py files under the script's folder
+    and the watched ones (no hidden folders, virtual environments or caches), by path."""
+    found: dict[str, str] = {}
+    for root in [os.path.dirname(script), *watch]:
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [
+                d
+                for d in dirs
+                if not d.startswith(".")
+                and d not in _SKIP
+                and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg"))
+            ]
+            for name in files:
+                path = os.path.join(folder, name)
+                if name.endswith(".py") and path not in found and len(found) < MAX_FILES:
+                    try:
+                        with open(path, encoding="utf-8") as f:
+                            text = f.read()
+                        ast.parse(text, path)
+                    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+                        continue
+                    found[path] = text
+    return found
+
+
+@dataclass
+class Plan:
+    """Where ``--checkpoint-at`` puts checkpoints: function keys (``module:qualname`` outside
+    the script), lines by file, and notes for the user about lines whose checkpoint moved."""
+
+    entries: list[str]
+    lines: dict[str, list[int]]
+    notes: list[str]
+
+
+def plan(specs: list[str], script: str, sources: dict[str, str]) -> Plan:
+    """Resolve ``specs`` among ``sources`` (the script and the user's modules, by path)."""
+    result = Plan([], {}, [])
     for spec in specs:
-        for site in resolve(spec, {path: source}):
+        for site in resolve(spec, sources):
+            prefix = "" if site.path == script else module_name(site.path) + ":"
+            tree = ast.parse(sources[site.path], site.path)
             if site.function is None:
-                _plan_line(spec, site.line, tree, entries, lines, notes)
+                _plan_line(spec, site, tree, prefix, result)
                 continue
-            if is_generator(every[site.function]):
+            if is_generator(functions(tree)[site.function]):
                 raise ForkpointError(
                     f"--checkpoint-at {spec}: {site.function} is a generator or coroutine, whose calls "
                     "cannot be entered again.",
                     "name the function that iterates it",
                 )
-            entries.append(site.function)
-    return Sites(frozenset(entries), frozenset(lines)), notes
+            result.entries.append(prefix + site.function)
+    return result
 
 
-def _plan_line(
-    spec: str, line: int, tree: ast.Module, entries: list[str], lines: list[int], notes: list[str]
-) -> None:
+def _plan_line(spec: str, site: Site, tree: ast.Module, prefix: str, result: Plan) -> None:
+    line = site.line
     try:
         found = locate(tree, line)
     except NotASite as exc:
@@ -131,21 +176,22 @@ def _plan_line(
                 f"--checkpoint-at {spec}: {exc.why}, whose calls cannot be entered again.",
                 "name a line in the function that iterates it",
             ) from None
-        notes.append(f"{exc.why}, so the checkpoint is at the entry of {exc.fallback}() instead")
-        entries.append(exc.fallback)
+        result.notes.append(f"{exc.why}, so the checkpoint is at the entry of {exc.fallback}() instead")
+        result.entries.append(prefix + exc.fallback)
         return
     method = _method_defined_on(tree, line)
     if found is not None:
-        lines.append(line)
+        result.lines.setdefault(site.path, []).append(line)
     elif method is not None:
-        notes.append(f"line {line} defines {method}, so the checkpoint is at the entry of each call")
-        entries.append(method)
+        result.notes.append(f"line {line} defines {method}, so the checkpoint is at the entry of each call")
+        result.entries.append(prefix + method)
     elif not any(stmt.lineno == line for stmt in tree.body):
         raise ForkpointError(
             f"--checkpoint-at {spec}: line {line} is in a class body, which runs once.",
             "the checkpoint after the class statement is the nearest",
         )
-    # a top-level statement: the checkpoint after the statement before it is already there
+    # a top-level statement of the script: the checkpoint after the one before is already
+    # there; of a module: it runs once, at import
 
 
 def _method_defined_on(tree: ast.Module, line: int) -> str | None:

@@ -1,0 +1,65 @@
+"""The import hook for the user's own modules: those under the script's folder or a ``--watch``
+path are compiled by forkpoint (first-call markers, entry and line sites), like pytest
+rewrites test modules, so resume can diff and swap their functions too. Installed packages,
+the virtual environment and forkpoint itself are never touched, and nothing is written to
+``__pycache__``.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import site
+import sys
+import types
+from collections.abc import Callable, Sequence
+
+__all__ = ["install"]
+
+Compile = Callable[[str, str, str], types.CodeType]  # (module name, path, source) -> code
+Prepare = Callable[[dict[str, object]], None]  # gives a module's namespace the site functions
+
+
+class _Loader(importlib.machinery.SourceFileLoader):
+    def __init__(self, fullname: str, path: str, compile_module: Compile, prepare: Prepare) -> None:
+        super().__init__(fullname, path)
+        self._compile = compile_module
+        self._prepare = prepare
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        source = importlib.util.decode_source(self.get_data(path))
+        return self._compile(fullname, path, source)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._prepare(module.__dict__)
+        super().exec_module(module)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def __init__(self, roots: Sequence[str], compile_module: Compile, prepare: Prepare) -> None:
+        self.roots = [os.path.join(os.path.realpath(r), "") for r in roots]
+        here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+        prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), here}
+        self.excluded = [os.path.join(os.path.realpath(p), "") for p in prefixes]
+        self.compile_module = compile_module
+        self.prepare = prepare
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            return None
+        real = os.path.realpath(spec.origin)
+        if not any(real.startswith(r) for r in self.roots) or any(real.startswith(p) for p in self.excluded):
+            return None
+        spec.loader = _Loader(fullname, spec.origin, self.compile_module, self.prepare)
+        return spec
+
+
+def install(roots: Sequence[str], compile_module: Compile, prepare: Prepare) -> None:
+    """Put the hook first on ``sys.meta_path`` for modules under ``roots``."""
+    sys.meta_path.insert(0, _Finder(roots, compile_module, prepare))

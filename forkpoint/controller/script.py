@@ -1,0 +1,121 @@
+"""The script of ``forkpoint run`` and its user modules: every version of their sources that
+ran, and where the line checkpoints are in the latest one.
+
+A version is one run-or-resume: version 0 is what the script started with, each resume adds
+one. Modules join a version when the head imports them (it sends the exact source it compiled).
+Functions are known by key: their qualname in the script, ``module:qualname`` in a module.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field
+
+from forkpoint.errors import ForkpointError
+from forkpoint.instrument.lines import follow_line
+
+__all__ = ["Script", "read_script"]
+
+
+@dataclass
+class Script:
+    path: str
+    argv: list[str]
+    versions: list[str]  # the script's source, per version
+    started: float
+    entries: list[str] = field(default_factory=list)  # keys of functions with a checkpoint at each call
+    lines: dict[str, list[int]] = field(default_factory=dict)  # path -> checkpoints before these lines
+    watch: list[str] = field(default_factory=list)  # folders whose modules get sites, besides the script's
+    modules: dict[str, str] = field(default_factory=dict)  # path -> module name, once imported
+    module_versions: list[dict[str, str]] = field(default_factory=lambda: [{}])  # per version: path -> source
+    _titles: dict[int, list[str]] = field(default_factory=dict, repr=False)
+
+    def describe(self, site: int) -> str:
+        """'line 12: boxes = detect(frames)' for top-level statement ``site`` of the running
+        version (parsed once per version: a site in a loop asks for every checkpoint)."""
+        version = len(self.versions) - 1
+        if version not in self._titles:
+            source = self.versions[version]
+            self._titles[version] = [_title(source, stmt) for stmt in ast.parse(source).body]
+        return self._titles[version][site]
+
+    def describe_call(self, key: str, call: int | None, line: int | None) -> str:
+        """'the entry of call 7 of process()' or 'before line 14 in call 7 of process(): ...'."""
+        which = f"call {call} of {key}()"
+        if line is None:
+            return f"the entry of {which}"
+        path, source = self.source_of(key, len(self.versions) - 1)
+        text = source.splitlines()[line - 1].strip() if source else ""
+        where = f"line {line}" if path == self.path else f"line {line} of {os.path.basename(path)}"
+        return f"before {where} in {which}: {text if len(text) <= 50 else text[:47] + '...'}"
+
+    def source_of(self, key: str, version: int) -> tuple[str, str]:
+        """The file a function key is in, and its source in ``version`` ("" if not imported)."""
+        module, sep, _ = key.rpartition(":")
+        if not sep:
+            return self.path, self.versions[version]
+        path = next((p for p, name in self.modules.items() if name == module), "")
+        return path, self.module_versions[version].get(path, "")
+
+    def imported(self, name: str, path: str, source: str) -> None:
+        self.modules[path] = name
+        self.module_versions[-1][path] = source
+
+    def new_version(self, source: str, modules: dict[str, str]) -> None:
+        self.versions.append(source)
+        self.module_versions.append(dict(modules))
+
+    def edited_modules(self) -> dict[str, str]:
+        """The modules whose file differs from the source that runs: path -> new source."""
+        changed = {}
+        for path, running in self.module_versions[-1].items():
+            now = read_script(path, what="module")
+            if now != running:
+                changed[path] = now
+        return changed
+
+    def follow_lines(self, new: str, modules: dict[str, str]) -> list[str]:
+        """Move the line checkpoints to where their statements are in the new sources; returns
+        what to tell the user about those that are gone."""
+        gone = []
+        for path, lines in list(self.lines.items()):
+            old = self.versions[-1] if path == self.path else self.module_versions[-1].get(path)
+            now = new if path == self.path else modules.get(path, old)
+            if old is None or now is None or old == now:
+                continue
+            old_tree, new_tree = ast.parse(old), ast.parse(now)
+            moved = [(line, follow_line(old_tree, new_tree, line)) for line in lines]
+            name = os.path.basename(path)
+            gone += [
+                f"the checkpoint before line {line} of {name} is gone with its statement"
+                for line, n in moved
+                if n is None
+            ]
+            self.lines[path] = [n for _, n in moved if n is not None]
+        return gone
+
+
+def _title(source: str, stmt: ast.stmt) -> str:
+    first = ast.get_source_segment(source, stmt) or ""
+    text = first.splitlines()[0] if first else ""
+    return f"line {stmt.lineno}: {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def read_script(path: str, what: str = "script") -> str:
+    """A source file, or one clear sentence on why it cannot run."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+    except FileNotFoundError:
+        raise ForkpointError(f"{path} does not exist.", f"was the {what} moved or deleted?") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ForkpointError(f"cannot read {path}: {exc}.") from None
+    try:
+        ast.parse(source, path)
+    except SyntaxError as exc:
+        raise ForkpointError(
+            f"{os.path.relpath(path)}, line {exc.lineno}: {exc.msg}.",
+            "fix it and try again; nothing was lost",
+        ) from None
+    return source
