@@ -99,7 +99,10 @@ def _module_name(path: str) -> str:
 def module_name(path: str) -> str:
     """The name a file is imported by: its stem, after the packages above it."""
     folder, base = os.path.split(path)
-    parts = [] if base == "__init__.py" else [os.path.splitext(base)[0]]
+    parts = [os.path.splitext(base)[0]]
+    if base == "__init__.py":
+        folder, package = os.path.split(folder)
+        parts = [package]
     while os.path.exists(os.path.join(folder, "__init__.py")):
         folder, package = os.path.split(folder)
         parts.insert(0, package)
