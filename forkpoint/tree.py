@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from forkpoint.errors import ForkpointError
 
-__all__ = ["Checkpoint", "CheckpointTree", "choose_evictions"]
+__all__ = ["Checkpoint", "CheckpointTree", "choose_evictions", "on_stack"]
 
 # The current branch keeps this many recent checkpoints; older ones only at power-of-two depths.
 DENSE = 8
@@ -133,17 +133,42 @@ class CheckpointTree:
         return node
 
 
+def on_stack(tree: CheckpointTree, current: int) -> set[int]:
+    """In a script, the checkpoints that start what is running at ``current``: the one before
+    the running top-level statement (``resume --from`` it redoes the statement), the first
+    one in the running call, and the latest one in each call further out."""
+    node = tree[current]
+    if node.site is None or node.entry is None:
+        return set()
+    found: set[int] = set()
+    first_in_call = None
+    outer = set(node.outer)
+    for cid in tree.ancestors(current)[1:]:
+        other = tree[cid]
+        if not other.alive:
+            continue
+        if other.entry is None and other.site is not None and other.site < node.site:
+            found.add(cid)
+            break
+        if other.entry == node.entry and other.call == node.call:
+            first_in_call = cid  # walking back: the earliest one is the last seen
+        elif other.entry in outer:
+            outer.discard(other.entry)
+            found.add(cid)
+    return found | ({first_in_call} if first_in_call is not None else set())
+
+
 def choose_evictions(tree: CheckpointTree, current: int, budget: int, max_count: int) -> list[int]:
     """Ids to evict so that at most ``max_count`` checkpoints hold at most ``budget`` bytes.
 
-    Kept whatever it costs: checkpoint 0, ``current`` and its at-rest base, and the latest
-    checkpoint of each label. The current branch keeps its ``DENSE`` most recent
+    Kept whatever it costs: checkpoint 0, ``current`` and its at-rest base, the latest
+    checkpoint of each label, and in a script those that start what is running (``on_stack``). The current branch keeps its ``DENSE`` most recent
     checkpoints and, further back, those at power-of-two distances (recent dense, old
     sparse). Evicted first: other branches, oldest first; then the thinned-out part of the
     current branch, oldest first; then, only if still over, the sparse ones (oldest first).
     """
     alive = {n.id: n for n in tree.alive()}
-    protected = {0, current, tree.at_rest_base(current)}
+    protected = {0, current, tree.at_rest_base(current)} | on_stack(tree, current)
     for label in {n.label for n in alive.values() if n.label}:
         latest = tree.latest_with_label(label)
         if latest is not None:

@@ -314,3 +314,39 @@ def test_a_line_site_moves_with_its_statement(session: Session) -> None:
     assert where.startswith("before line 3 in call 1 of f()")  # the title of the old version
     assert out == "i 2\ni 3\n"
     assert session.c.script is not None and session.c.script.lines == {str(session.script): [5]}
+
+
+def test_a_hot_line_site_keeps_the_checkpoints_that_start_the_running_call(
+    tmp_path: Path, output: Path
+) -> None:
+    script = tmp_path / "hot.py"
+    source = (
+        "print('start')\n"
+        "def run(n):\n"
+        "    total = 0\n"
+        "    for i in range(n):\n"
+        "        total += i\n"
+        "        assert i < n - 1, total\n"
+        "    return total\n"
+        "\n"
+        "print(run(600))\n"
+    )
+    script.write_text(source)
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with Controller(stdio=(out, out, out), max_checkpoints=30) as c:
+            result = c.run_script(str(script), [], entries=("run",), lines=(5,))
+            assert result.status == "error"
+            alive = {n.id: n for n in c.tree.alive()}
+            assert len(alive) <= 30
+            kinds = {(n.entry, n.line) for n in alive.values()}
+            assert ("run", None) in kinds  # the entry of the running call
+            statement = [n for n in alive.values() if n.entry is None and n.site == 1]  # after def run
+            assert statement, "the checkpoint before the running statement was evicted"
+            script.write_text(source.replace("n - 1", "n"))
+            resumed = c.resume()
+            assert resumed.where.startswith("before line 5 in call 1 of run()")
+            assert resumed.result.status == "exit"
+    finally:
+        os.close(out)
+    assert output.read_text().endswith(f"{sum(range(600))}\n")
