@@ -162,8 +162,9 @@ def choose_evictions(tree: CheckpointTree, current: int, budget: int, max_count:
     """Ids to evict so that at most ``max_count`` checkpoints hold at most ``budget`` bytes.
 
     Kept whatever it costs: checkpoint 0, ``current`` and its at-rest base, the latest
-    checkpoint of each label, and in a script those that start what is running (``on_stack``). The current branch keeps its ``DENSE`` most recent
-    checkpoints and, further back, those at power-of-two distances (recent dense, old
+    checkpoint of each label, and in a script those that start what is running
+    (``on_stack``). The current branch keeps its ``DENSE`` most recent checkpoints and,
+    further back, those at power-of-two distances (recent dense, old
     sparse). Evicted first: other branches, oldest first; then the thinned-out part of the
     current branch, oldest first; then, only if still over, the sparse ones (oldest first).
     """
