@@ -46,7 +46,6 @@ class Program:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.site = 0
         self.loops = 0
 
     def add(self, depth: int, text: str) -> None:
@@ -85,8 +84,12 @@ def _tail(draw: st.DrawFn, depth: int, in_loop: bool, version: int) -> list[str]
 def programs(draw: st.DrawFn) -> tuple[str, str, int]:
     """(broken source, fixed source, line of the site)."""
     prog = Program()
-    prog.add(0, "def work(n):")
+    method, recursive = draw(st.booleans()), draw(st.booleans())
+    prog.add(0, "def work(self, n):" if method else "def work(n):")
     prog.add(1, "seen = []")
+    if recursive:  # deeper calls hit the site first; outer ones would go on with old code
+        prog.add(1, "if n > 3:")
+        prog.add(2, f"n = (n + {'self.' if method else ''}work(n - 3)) % 50")
     closure = draw(st.booleans())
     if closure:
         prog.add(1, "def scaled(v):")
@@ -126,7 +129,6 @@ def programs(draw: st.DrawFn) -> tuple[str, str, int]:
     for _ in range(draw(st.integers(0, 2))):
         _plain(draw, prog, depth, in_loop)
     prog.add(depth, "print('site', n, len(seen))")
-    prog.site = len(HEADER.splitlines()) + len(prog.lines)
     head = list(prog.lines)
     tail_old = _tail(draw, depth, in_loop, 0)
     tail_new = _tail(draw, depth, in_loop, 1)
@@ -134,10 +136,21 @@ def programs(draw: st.DrawFn) -> tuple[str, str, int]:
     for d, lines in reversed(tails):
         closing += ["    " * d + line for line in lines]
     closing += ["    return n + scaled(2)" if closure else "    return n"]
-    main = ["", "", "print('result', work(3))", "print('again', work(4))", ""]
-    broken = head + ["    " * depth + "bug()"] + tail_old + closing + main
-    fixed = head + ["    " * depth + "pass"] + tail_new + closing + main
-    return HEADER + "\n".join(broken), HEADER + "\n".join(fixed), prog.site
+    call = "Worker().work" if method else "work"
+    main = ["", "", f"print('result', {call}(3))", f"print('again', {call}(7))", ""]
+    versions = []
+    for body in (head + ["    " * depth + "bug()"] + tail_old, head + ["    " * depth + "pass"] + tail_new):
+        function = "\n".join(body + closing).splitlines()
+        if method:  # a method, with super() and a private name on the way
+            function = ["class Base:", "    pass", "", "", "class Worker(Base):"] + [
+                "    " + line for line in function
+            ]
+            function.insert(
+                function.index("        seen = []") + 1, "        self.__calls = super().__init__()"
+            )
+        versions.append(HEADER + "\n".join(function + main))
+    site = next(n for n, line in enumerate(versions[0].splitlines(), 1) if "print('site'" in line)
+    return versions[0], versions[1], site
 
 
 def fresh(path: Path) -> str:
@@ -168,7 +181,9 @@ def test_resume_inside_a_call_prints_what_a_fresh_run_prints(
                 return
             script.write_text(fixed)
             resumed = c.resume()
-            assert resumed.where.startswith(f"before line {site} in call "), resumed.where
+            # a recursive call resumes further out (the function is also running there)
+            if "work(n - 3)" not in broken:
+                assert resumed.where.startswith(f"before line {site} in call "), resumed.where
             assert resumed.result.status == "exit", resumed.result.traceback
             after = output.read_text()[len(before) :]
     finally:
