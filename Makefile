@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/get_criu.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python tools/get_criu.py $(VENV)
 	touch $@
 
 test: install
@@ -19,16 +20,16 @@ test: install
 
 # shell/ is installed as forkpoint.shell; mypy sees that layout through a tree of links.
 lint: install
-	$(BIN)/ruff format --check forkpoint shell tests bench examples
-	$(BIN)/ruff check forkpoint shell tests bench examples
+	$(BIN)/ruff format --check forkpoint shell tests bench examples tools
+	$(BIN)/ruff check forkpoint shell tests bench examples tools
 	rm -rf build/typecheck && mkdir -p build/typecheck/forkpoint
 	for f in forkpoint/*; do ln -s ../../../$$f build/typecheck/forkpoint/; done
 	ln -s ../../../shell build/typecheck/forkpoint/shell
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p forkpoint
 
 format: install
-	$(BIN)/ruff format forkpoint shell tests bench examples
-	$(BIN)/ruff check --fix forkpoint shell tests bench examples
+	$(BIN)/ruff format forkpoint shell tests bench examples tools
+	$(BIN)/ruff check --fix forkpoint shell tests bench examples tools
 
 shell: install
 	$(BIN)/forkpoint shell

@@ -91,7 +91,47 @@ def _parser() -> argparse.ArgumentParser:
         )
         option.add_argument("--max-checkpoints", type=int, default=200, help="most live checkpoints (200)")
     run.set_defaults(func=_cmd_run)
+    doctor = sub.add_parser("doctor", help="what works on this machine: fork checkpoints, CRIU, privileges")
+    doctor.set_defaults(func=_cmd_doctor)
+    sessions = sub.add_parser("sessions", help="list saved sessions")
+    sessions.set_defaults(func=_cmd_sessions)
+    remove = sub.add_parser("rm", help="delete a saved session")
+    remove.add_argument("name")
+    remove.set_defaults(func=_cmd_rm)
     return parser
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from forkpoint.persist.doctor import main_report
+
+    lines, ok = main_report()
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    from forkpoint.persist.store import describe_age, list_sessions, sessions_dir
+    from forkpoint.shell.render import human_bytes
+
+    found = list_sessions()
+    if not found:
+        print(f"no saved sessions (in {sessions_dir()})")
+        return 0
+    rows = [("NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE")]
+    for s in found:
+        rows.append((s.name, describe_age(s.saved), s.source, str(s.checkpoints), human_bytes(s.size)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    from forkpoint.persist.store import remove
+
+    remove(args.name)
+    print(f"removed session {args.name!r}")
+    return 0
 
 
 def _controller(args: argparse.Namespace, render: Renderer) -> Controller:

@@ -1,0 +1,176 @@
+"""Saved sessions on disk: ``$XDG_DATA_HOME/forkpoint/sessions/NAME/``.
+
+A session dir holds ``meta.json`` (what was saved, by whom, with which Python and forkpoint,
+the checkpoint tree and the sources) and ``images/`` (CRIU's). Dirs are 0700 and files 0600:
+the images hold the whole process memory, secrets included. A session is built in a hidden
+temp dir next to the others and renamed into place when complete, so a failed save (a full
+disk, CRIU refusing) leaves nothing half-written and never harms an older session.
+Nothing here is unpickled: meta.json is plain JSON, checked field by field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forkpoint import __version__, paths
+from forkpoint.channel import private_dir
+from forkpoint.errors import ForkpointError
+
+__all__ = ["META_VERSION", "Session", "build", "list_sessions", "load", "remove", "sessions_dir"]
+
+META_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class Session:
+    name: str
+    saved: float  # seconds since the epoch
+    source: str  # "shell", or "run SCRIPT"
+    checkpoint: int  # the id it was saved at
+    checkpoints: int  # how many checkpoints it holds
+    size: int = 0  # bytes on disk
+    python: str = field(default_factory=lambda: sys.version.split()[0])
+    forkpoint: str = __version__
+    uid: int = field(default_factory=os.getuid)
+    tree: list[dict[str, Any]] = field(default_factory=list)  # the saved checkpoints' titles
+    script: dict[str, Any] | None = None  # for `run`: path, argv and the sources that ran
+
+    def meta(self) -> dict[str, Any]:
+        return {"version": META_VERSION, **asdict(self)}
+
+
+def sessions_dir() -> Path:
+    return Path(private_dir(os.path.join(private_dir(paths.data_dir()), "sessions")))
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ForkpointError(
+            f"{name!r} cannot name a session.", "use letters, digits, '.', '_' or '-', up to 64 characters"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def build(name: str) -> Iterator[Path]:
+    """A private temp dir to fill; renamed to the session ``name`` when the block succeeds,
+    removed when it fails (the older session of that name, if any, is kept until then)."""
+    root = sessions_dir()
+    temp = root / f".{check_name(name)}.saving-{os.getpid()}"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(mode=0o700)
+    try:
+        yield temp
+        _fsync_tree(temp)
+        final = root / name
+        old = root / f".{name}.old-{os.getpid()}"
+        if final.exists():
+            final.rename(old)
+        temp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def write_meta(folder: Path, session: Session) -> None:
+    path = folder / "meta.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(session.meta(), f, indent=1)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o600)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif path.is_dir():
+            path.chmod(0o700)
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def load(name: str) -> tuple[Session, Path]:
+    """A saved session and its dir, or one sentence on why it cannot be used."""
+    folder = sessions_dir() / check_name(name)
+    if not folder.is_dir():
+        known = ", ".join(s.name for s in list_sessions()) or "none"
+        raise ForkpointError(f"there is no session named {name!r}.", f"saved sessions: {known}")
+    owner = folder.stat().st_uid
+    if owner != os.getuid():
+        raise ForkpointError(f"session {name!r} belongs to uid {owner}, not to you.")
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        session = _from_meta(meta)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ForkpointError(f"session {name!r} is damaged: its meta.json cannot be read ({exc}).") from None
+    here = sys.version.split()[0]
+    if session.python != here or session.forkpoint != __version__:
+        raise ForkpointError(
+            f"session {name!r} was saved by Python {session.python} and forkpoint {session.forkpoint}; "
+            f"this is Python {here} and forkpoint {__version__}.",
+            "restore it with the same versions",
+        )
+    return session, folder
+
+
+def _from_meta(meta: Any) -> Session:
+    if not isinstance(meta, dict) or meta.get("version") != META_VERSION:
+        raise ValueError("not a forkpoint session of this format")
+    fields = {k: meta[k] for k in Session.__dataclass_fields__ if k in meta}
+    types: dict[str, type | tuple[type, ...]] = {
+        "name": str,
+        "saved": (int, float),
+        "source": str,
+        "checkpoint": int,
+        "checkpoints": int,
+    }
+    for key, kind in types.items():
+        if not isinstance(fields.get(key), kind):
+            raise ValueError(f"field {key} is missing or of the wrong type")
+    return Session(**fields)
+
+
+def list_sessions() -> list[Session]:
+    """Every readable session, newest first; damaged ones are listed with what is known."""
+    found = []
+    for folder in sorted(sessions_dir().iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            session = _from_meta(json.loads((folder / "meta.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            session = Session(folder.name, folder.stat().st_mtime, "(damaged)", -1, 0)
+        session.name = folder.name
+        session.size = _size(folder)
+        found.append(session)
+    return sorted(found, key=lambda s: s.saved, reverse=True)
+
+
+def remove(name: str) -> None:
+    folder = sessions_dir() / check_name(name)
+    if not folder.is_dir():
+        raise ForkpointError(f"there is no session named {name!r}.")
+    shutil.rmtree(folder)
+
+
+def describe_age(saved: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(saved))
