@@ -82,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
         choices=["shell", "exit"],
         help="on an exception: open the post-mortem shell (default on a terminal) or exit with the error",
     )
-    for option in (shell, run):
+    restore = sub.add_parser("restore", help="bring a saved session back and open the shell in it")
+    restore.add_argument("name")
+    restore.set_defaults(func=_cmd_restore)
+    for option in (shell, run, restore):
         option.add_argument("--python", help="the interpreter that runs your code (default: forkpoint's own)")
         option.add_argument(
             "--memory-budget",
@@ -110,20 +113,26 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    from forkpoint.persist.store import describe_age, list_sessions, sessions_dir
-    from forkpoint.shell.render import human_bytes
+    from forkpoint.persist.store import list_sessions
+    from forkpoint.shell.render import Renderer
 
-    found = list_sessions()
-    if not found:
-        print(f"no saved sessions (in {sessions_dir()})")
-        return 0
-    rows = [("NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE")]
-    for s in found:
-        rows.append((s.name, describe_age(s.saved), s.source, str(s.checkpoints), human_bytes(s.size)))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    Renderer().sessions(list_sessions())
     return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    import time
+
+    from forkpoint.shell.render import Renderer
+    from forkpoint.shell.repl import Shell
+
+    render = Renderer()
+    started = time.monotonic()
+    args.restore = args.name
+    with _controller(args, render) as controller:
+        took = time.monotonic() - started
+        render.line(f'restored "{args.name}" [{controller.current}] in {took:.1f} s', "info")
+        return Shell(controller, render).run()
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
@@ -144,6 +153,7 @@ def _controller(args: argparse.Namespace, render: Renderer) -> Controller:
         max_checkpoints=args.max_checkpoints,
         on_event=render.event,
         reap_everything=True,
+        restore=getattr(args, "restore", None),
     )
 
 

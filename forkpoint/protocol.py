@@ -31,7 +31,7 @@ _OPT_STR = (str, type(None))
 _OPT_INT = (int, type(None))
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # agent -> controller
-    "hello": {"role": _STR, "pid": _INT, "version": _INT, "origin": _OPT_INT},
+    "hello": {"role": _STR, "pid": _INT, "version": _INT, "origin": _OPT_INT, "secret": _OPT_STR},
     "taken": {
         "pid": _INT,
         "label": _OPT_STR,
@@ -45,6 +45,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     },
     "notice": {"text": _STR},
     "module": {"name": _STR, "path": _STR, "source": _STR},
+    "candidate": {"pid": _INT},
     "result": {
         "status": _STR,
         "checkpoint_pid": _OPT_INT,
@@ -70,6 +71,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},
     "probe": {},
+    "save": {"attach": _STR, "secret": _STR},
     "noted": {},
     "exit": {},
 }

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from forkpoint.errors import ForkpointError
+from forkpoint.shell.render import human_bytes
 
 if TYPE_CHECKING:
     from forkpoint.shell.repl import Shell
@@ -116,6 +117,25 @@ def cmd_mem(shell: Shell, args: str) -> None:
     shell.render.memory(shell.controller.memory(), shell.controller.current)
 
 
+def cmd_save(shell: Shell, args: str) -> None:
+    """:save NAME [ID]         save a checkpoint (default: this one) as a session, with CRIU"""
+    parts = args.split()
+    if not 1 <= len(parts) <= 2:
+        raise ForkpointError(":save needs a name.", "for example :save nightly, or :save nightly 3")
+    saved = shell.controller.save(parts[0], parts[1] if len(parts) > 1 else None)
+    size = human_bytes(saved.size)
+    shell.render.line(
+        f'saved [{saved.checkpoint}] as "{saved.name}": {size} in {saved.seconds:.1f} s', "info"
+    )
+
+
+def cmd_sessions(shell: Shell, args: str) -> None:
+    """:sessions               list saved sessions (forkpoint restore NAME brings one back)"""
+    from forkpoint.persist.store import list_sessions
+
+    shell.render.sessions(list_sessions())
+
+
 def cmd_help(shell: Shell, args: str) -> None:
     """:help                   this list"""
     shell.render.line("Every input that succeeds becomes a checkpoint; one that fails is rolled back.")
@@ -141,6 +161,8 @@ COMMANDS: dict[str, Callable[[Shell, str], None]] = {
     "label": cmd_label,
     "diff": cmd_diff,
     "mem": cmd_mem,
+    "save": cmd_save,
+    "sessions": cmd_sessions,
     "help": cmd_help,
     "quit": cmd_quit,
     "q": cmd_quit,

@@ -11,6 +11,7 @@ import time
 from typing import TextIO
 
 from forkpoint.controller import Change, Event, ExecResult, MemoryReport
+from forkpoint.persist.store import Session, sessions_dir
 from forkpoint.tree import Checkpoint, CheckpointTree
 
 __all__ = ["Renderer", "human_bytes", "human_age"]
@@ -75,6 +76,18 @@ class Renderer:
         elif result.rolled_back_to is not None:
             what = "interrupted; rolled back" if result.status == "interrupted" else "rolled back"
             self.line(f"{what} to [{result.rolled_back_to}]", "info")
+
+    def sessions(self, found: list[Session]) -> None:
+        if not found:
+            self.line(f"no saved sessions (in {sessions_dir()})")
+            return
+        rows = [("NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE")]
+        for s in found:
+            saved = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.saved))
+            rows.append((s.name, saved, s.source, str(s.checkpoints), human_bytes(s.size)))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            self.line("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
     def checkpoints(self, nodes: list[Checkpoint], current: int) -> None:
         now = time.time()

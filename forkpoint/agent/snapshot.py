@@ -29,8 +29,10 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import stat
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +43,7 @@ from forkpoint.protocol import HEADER, PROTOCOL_VERSION
 __all__ = ["activate", "active", "arm", "channel", "notify", "take"]
 
 _PR_SET_PDEATHSIG = 1
+_CLONE_NEWPID = 0x20000000
 _NVIDIA_MAJOR = 195
 
 
@@ -88,8 +91,20 @@ def activate(socket_path: str, controller_pid: int) -> None:
     ch.send(_hello("head", None))
 
 
-def _hello(role: str, origin: int | None) -> dict[str, Any]:
-    return {"op": "hello", "role": role, "pid": os.getpid(), "version": PROTOCOL_VERSION, "origin": origin}
+_restored = False  # restored by CRIU into a PID namespace of its own: its pids are not ours
+
+
+def self_pid() -> int:
+    """This process's pid as the controller sees it (through /proc, mounted outside a
+    restored session's PID namespace)."""
+    return int(os.readlink("/proc/self")) if _restored else os.getpid()
+
+
+def _hello(role: str, origin: int | None, secret: str | None = None) -> dict[str, Any]:
+    msg = {"op": "hello", "role": role, "pid": self_pid(), "version": PROTOCOL_VERSION, "origin": origin}
+    if secret is not None:
+        msg["secret"] = secret
+    return msg
 
 
 def notify(text: str, once: str | None = None) -> None:
@@ -152,6 +167,7 @@ def take(
     tail = json.dumps(fields, separators=(",", ":"))[1:].encode()
     sock = _link.channel.sock
     _flush()
+    told = os.pipe() if _restored else None  # the child says its pid as the controller sees it
     if threads:
         with warnings.catch_warnings():
             # 3.12+ warns on every fork with threads alive; _warn_threads said it once instead.
@@ -160,13 +176,16 @@ def take(
     else:
         pid = os.fork()
     if pid:
+        seen = pid if told is None else _read_pid(told)
         # Every page the head writes from here on is copied (the child shares it), and that
         # is the user's pause: announce the checkpoint with a frame built almost in place.
-        body = b'{"op":"taken","pid":%d,%s' % (pid, tail)
+        body = b'{"op":"taken","pid":%d,%s' % (seen, tail)
         sock.sendall(HEADER.pack(len(body)) + body)
         _children.append(pid)
-        return pid
+        return seen
     try:
+        if told is not None:
+            _write_pid(told)
         _park(saved)
     except BaseException:  # a forked child never unwinds into user code
         os._exit(70)
@@ -191,16 +210,112 @@ def _park(saved: _Saved) -> None:
             return
         if msg["op"] == "probe":
             _fork_probe(ch)
+        if msg["op"] == "save":
+            ch = _fork_candidate(ch, str(msg["attach"]), str(msg["secret"]))
+        _reap_all()
+
+
+def _read_pid(pipe: tuple[int, int]) -> int:
+    os.close(pipe[1])
+    data = b""
+    while chunk := os.read(pipe[0], 32):
+        data += chunk
+    os.close(pipe[0])
+    return int(data)
+
+
+def _write_pid(pipe: tuple[int, int]) -> None:
+    os.close(pipe[0])
+    os.write(pipe[1], str(self_pid()).encode())
+    os.close(pipe[1])
+
+
+def _wait(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped already, by a restored checkpoint's SIGCHLD handler
+
+
+def _reap_all() -> None:
+    """A parked checkpoint reaps what it forked for a save; a restored one, as the init of its
+    PID namespace, also every orphan (heads forked from it end up its children)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+
+
+def _fork_candidate(ch: Channel, attach: str, secret: str) -> Channel:
+    """For a save: a fork of this checkpoint that CRIU can dump on its own. It is PID 1 of a
+    new PID namespace (a restore then needs none of our pids free), in a session of its own,
+    with /dev/null for stdio and no connection to the controller. The checkpoint answers with
+    its pid and stays as it is. Returns the channel to go on parked on: ours here, and in the
+    candidate restored later, its new connection to the new controller."""
+    pipe = os.pipe()
+    middle = os.fork()
+    if middle:
+        try:
+            pid = _read_pid(pipe)
+        except ValueError:
+            pid = 0
+        ch.send({"op": "candidate", "pid": pid})
+        return ch
+    try:
+        os.close(pipe[0])
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(_CLONE_NEWPID) != 0:
+            os._exit(1)
+        candidate = os.fork()
+        if candidate:
+            os.close(pipe[1])
+            os.waitpid(candidate, 0)
+            os._exit(0)
+        os.write(pipe[1], str(int(os.readlink("/proc/self"))).encode())
+        os.close(pipe[1])
+        return _wait_for_restore(ch, attach, secret)
+    except BaseException:
+        os._exit(70)
+
+
+def _wait_for_restore(ch: Channel, attach: str, secret: str) -> Channel:
+    """Detached, wait to be dumped (CRIU ends this process) and, in a restored copy, for the
+    new controller's address: connect, take its terminal's fds, go on as a checkpoint."""
+    global _restored
+    ch.close()
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    while not os.path.exists(attach):
+        time.sleep(0.01)
+    with open(attach) as f:
+        where = json.load(f)
+    _restored = True
+    signal.signal(signal.SIGCHLD, lambda signum, frame: _reap_all())
+    assert _link is not None
+    _link.socket_path, _link.controller_pid = str(where["socket"]), int(where["controller"])
+    new = connect(_link.socket_path)
+    new.send(_hello("restored", None, secret))
+    _, fds, _, _ = socket.recv_fds(new.sock, 1, 3)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    return new
 
 
 def _fork_head(ch: Channel, fg_pgid: int, saved: _Saved) -> bool:
     """Fork twice so the new head is reparented to the controller; True in that head."""
-    origin = os.getpid()
+    origin = self_pid()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         middle = os.fork()
         if middle:
-            os.waitpid(middle, 0)
+            _wait(middle)
             return False
         if os.fork():
             os._exit(0)
@@ -245,7 +360,7 @@ def _fork_probe(ch: Channel) -> None:
 
     pid = os.fork()
     if pid:
-        os.waitpid(pid, 0)
+        _wait(pid)
         return
     try:
         main = sys.modules["__main__"].__dict__

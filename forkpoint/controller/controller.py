@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -34,6 +35,8 @@ from forkpoint.controller.processes import Reaper, describe_status, is_alive, ki
 from forkpoint.controller.resume_point import ResumeCheck
 from forkpoint.controller.script import Script, read_script
 from forkpoint.errors import ForkpointError, ProtocolError
+from forkpoint.persist import store
+from forkpoint.persist.criu import dump, find_criu, restore
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
@@ -45,6 +48,7 @@ __all__ = [
     "MemoryReport",
     "Resumed",
     "Rewound",
+    "Saved",
     "Script",
     "read_script",
 ]
@@ -72,6 +76,14 @@ class ExecResult:
     exit_code: int | None = None
     rolled_back_to: int | None = None
     death: str | None = None
+
+
+@dataclass(frozen=True)
+class Saved:
+    name: str
+    checkpoint: int
+    size: int  # bytes on disk
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,7 @@ class Controller:
         stdio: tuple[int, int, int] | None = None,
         on_event: Callable[[Event], None] | None = None,
         reap_everything: bool = False,
+        restore: str | None = None,
     ) -> None:
         self.options = _Options(
             python or sys.executable,
@@ -185,22 +198,31 @@ class Controller:
         self.script: Script | None = None
         self._rundir: str | None = None
         self.socket_path = ""
+        self._restore = restore  # start from this saved session instead of a fresh interpreter
 
     # ----------------------------------------------------------------- life cycle
 
     def __enter__(self) -> Controller:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # a failed start leaves no socket, dir or process behind
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def start(self) -> None:
-        """Start the first head and take checkpoint 0, the fresh interpreter."""
+        """Start the first head and take checkpoint 0, the fresh interpreter (or restore the
+        saved session given to the constructor)."""
         make_subreaper()
         self._rundir = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=private_dir(paths.runtime_root()))
         self.socket_path = os.path.join(self._rundir, "control.sock")
         self._listener = listen(self.socket_path)
+        if self._restore is not None:
+            self._start_restored(self._restore)
+            return
         env = dict(os.environ, FORKPOINT_SOCKET=self.socket_path, FORKPOINT_CONTROLLER=str(os.getpid()))
         if os.path.realpath(self.options.python) != os.path.realpath(sys.executable):
             here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -276,6 +298,88 @@ class Controller:
     @property
     def head_pid(self) -> int | None:
         return self._head.pid if self._head else None
+
+    # ----------------------------------------------------------------- sessions
+
+    def save(self, name: str, ref: str | None = None) -> Saved:
+        """Save checkpoint ``ref`` (default: the current one) as session ``name`` with CRIU;
+        the checkpoint itself stays as it is."""
+        node = (
+            self.tree.resolve(ref, self.current) if ref else self.tree[self.tree.at_rest_base(self.current)]
+        )
+        if not node.at_rest:
+            raise ForkpointError(
+                f"[{node.id}] was taken in the middle of an input; save one taken between inputs."
+            )
+        criu = find_criu()
+        started = time.monotonic()
+        secret = secrets.token_hex(16)
+        session = store.Session(
+            name, time.time(), "shell", node.id, 1, tree=self._tree_titles(node), secret=secret
+        )
+        attach = str(store.sessions_dir() / store.check_name(name) / "attach.json")
+        with store.build(name) as folder:
+            images = folder / "images"
+            images.mkdir(mode=0o700)
+            candidate = self._candidate(node, attach, secret)
+            try:
+                dump(criu, candidate, str(images), self._rundir or str(folder))
+            finally:
+                kill(candidate)
+            session.images = store.manifest(images)
+            store.write_meta(folder, session)
+        size = store.size_of(store.sessions_dir() / name)
+        return Saved(name, node.id, size, time.monotonic() - started)
+
+    def _candidate(self, node: Checkpoint, attach: str, secret: str) -> int:
+        ch = self._checkpoint_channel(node)
+        if not ch.send({"op": "save", "attach": attach, "secret": secret}):
+            self._lost_checkpoint(node)
+        reply = ch.recv(timeout=HELLO_TIMEOUT)
+        if reply is None:
+            self._lost_checkpoint(node)
+        if reply["op"] != "candidate" or reply["pid"] <= 0:
+            raise ForkpointError("the checkpoint could not fork a process to save (PID namespaces refused?).")
+        self._reaper.watch(int(reply["pid"]))
+        return int(reply["pid"])
+
+    def _tree_titles(self, saved: Checkpoint) -> list[dict[str, object]]:
+        return [
+            {"id": n.id, "parent": n.parent, "source": n.source, "label": n.label, "at_rest": n.at_rest}
+            for n in sorted(self.tree.nodes.values(), key=lambda n: n.id)
+            if n.id <= saved.id
+        ]
+
+    def _start_restored(self, name: str) -> None:
+        """Restore a saved session: CRIU brings the saved checkpoint back, it finds this
+        controller through the session's attach file, takes the terminal's fds, and a head is
+        forked from it as from any checkpoint."""
+        session, folder = store.load(name)
+        store.check_images(name, folder / "images", session.images)
+        secret = session.secret
+        criu = find_criu()
+        attach = folder / "attach.json"
+        store.write_private(attach, {"socket": self.socket_path, "controller": os.getpid()})
+        try:
+            pid = restore(criu, str(folder / "images"), self._rundir or str(folder))
+            self._reaper.watch(pid)
+            arrival = self._await_arrival(
+                lambda h: h["role"] == "restored" and h.get("secret") == secret, HELLO_TIMEOUT, pid
+            )
+        finally:
+            attach.unlink(missing_ok=True)
+        stdio = self.options.stdio or (0, 1, 2)
+        socket.send_fds(arrival.channel.sock, [b"F"], list(stdio))
+        for entry in session.tree:
+            parent = entry.get("parent")
+            node = self.tree.add(parent if isinstance(parent, int) else None, 0, str(entry.get("source", "")))
+            label = entry.get("label")
+            node.label, node.alive = (label if isinstance(label, str) else None), False
+        node = self.tree[session.checkpoint]
+        node.pid, node.alive = pid, True
+        self._channels[node.id] = arrival.channel
+        self._spawn_head_from(node)
+        self._state.base = self._state.tip = node.id
 
     def checkpoints(self) -> list[Checkpoint]:
         """Live checkpoints, oldest first, with freshly measured memory."""

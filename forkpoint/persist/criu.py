@@ -6,17 +6,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from forkpoint.errors import ForkpointError
 
-__all__ = ["Criu", "find_criu"]
+__all__ = ["Criu", "dump", "find_criu", "restore"]
 
 MIN_VERSION = (4, 0)
 
@@ -77,3 +81,83 @@ def find_criu() -> Criu:
             "make install fetches one into the venv",
         )
     raise ForkpointError("CRIU is not installed.", "make install fetches one into the venv")
+
+
+def _client(criu: Criu, images: str, work: str, log: str) -> tuple[Any, list[int]]:
+    import pycriu  # type: ignore[import-untyped]
+
+    client = pycriu.criu()
+    client.use_binary(criu.path)
+    fds = [os.open(images, os.O_DIRECTORY), os.open(work, os.O_DIRECTORY)]
+    client.opts.images_dir_fd, client.opts.work_dir_fd = fds
+    client.opts.log_file = log
+    client.opts.log_level = 2
+    return client, fds
+
+
+def _failure(work: str, log: str, exc: Exception) -> str:
+    """CRIU's own words for why it failed: the last error line of its log."""
+    try:
+        with open(os.path.join(work, log), errors="replace") as f:
+            errors = [line.strip() for line in f if "Error" in line]
+    except OSError:
+        errors = []
+    return errors[-1] if errors else str(exc)
+
+
+DEADLINE = 300.0  # seconds: CRIU has been seen to spin forever on a damaged image
+
+
+def _within_deadline(client: Any, call: Callable[[], Any], what: str) -> Any:
+    """Run a pycriu call; past DEADLINE, kill its CRIU and say so (SIGALRM: the controller is
+    single-threaded, and a thread would make pycriu's fork unsafe)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, DEADLINE)
+    try:
+        return call()
+    except TimeoutError:
+        swrk = getattr(getattr(client, "_comm", None), "swrk", None)
+        if isinstance(swrk, int):
+            with contextlib.suppress(OSError):
+                os.kill(swrk, signal.SIGKILL)
+        raise ForkpointError(f"CRIU did not finish {what} in {DEADLINE:.0f} s and was stopped.") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def dump(criu: Criu, pid: int, images: str, work: str) -> None:
+    """Dump the process tree of ``pid`` (it ends when dumped); CRIU's log goes to ``work``."""
+    client, fds = _client(criu, images, work, "dump.log")
+    client.opts.pid = pid
+    client.opts.leave_running = False
+    try:
+        _within_deadline(client, client.dump, "saving")
+    except ForkpointError:
+        raise
+    except Exception as exc:  # pycriu raises its own exception types for every failure
+        raise ForkpointError(f"CRIU could not save the process: {_failure(work, 'dump.log', exc)}.") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def restore(criu: Criu, images: str, work: str) -> int:
+    """Restore a dumped tree as a child of this process; returns its root's pid."""
+    client, fds = _client(criu, images, work, "restore.log")
+    client.opts.rst_sibling = True
+    try:
+        return int(_within_deadline(client, client.restore, "restoring").pid)
+    except ForkpointError:
+        raise
+    except Exception as exc:
+        raise ForkpointError(
+            f"CRIU could not restore the session: {_failure(work, 'restore.log', exc)}."
+        ) from None
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -11,6 +11,7 @@ Nothing here is unpickled: meta.json is plain JSON, checked field by field.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,21 @@ from forkpoint import __version__, paths
 from forkpoint.channel import private_dir
 from forkpoint.errors import ForkpointError
 
-__all__ = ["META_VERSION", "Session", "build", "list_sessions", "load", "remove", "sessions_dir"]
+__all__ = [
+    "META_VERSION",
+    "Session",
+    "build",
+    "check_images",
+    "check_name",
+    "manifest",
+    "list_sessions",
+    "load",
+    "remove",
+    "sessions_dir",
+    "size_of",
+    "write_meta",
+    "write_private",
+]
 
 META_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -45,6 +60,8 @@ class Session:
     uid: int = field(default_factory=os.getuid)
     tree: list[dict[str, Any]] = field(default_factory=list)  # the saved checkpoints' titles
     script: dict[str, Any] | None = None  # for `run`: path, argv and the sources that ran
+    secret: str = ""  # what the restored process proves itself with to the new controller
+    images: dict[str, list[Any]] = field(default_factory=dict)  # file -> [size, sha256 if small]
 
     def meta(self) -> dict[str, Any]:
         return {"version": META_VERSION, **asdict(self)}
@@ -91,6 +108,43 @@ def write_meta(folder: Path, session: Session) -> None:
         json.dump(session.meta(), f, indent=1)
 
 
+def write_private(path: Path, value: Any) -> None:
+    """A 0600 JSON file, written whole or not at all."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f)
+    temp.rename(path)
+
+
+SMALL = 1 << 20  # image files up to this size are hashed; larger ones (pages) checked by size
+
+
+def manifest(images: Path) -> dict[str, list[Any]]:
+    """Size (and, for the small metadata images, SHA-256) of each image file: CRIU can hang on
+    a truncated image instead of failing, so a restore checks them first."""
+    found: dict[str, list[Any]] = {}
+    for path in sorted(images.iterdir()):
+        if path.is_file() and path.suffix == ".img":
+            size = path.stat().st_size
+            found[path.name] = [
+                size,
+                hashlib.sha256(path.read_bytes()).hexdigest() if size <= SMALL else None,
+            ]
+    return found
+
+
+def check_images(name: str, images: Path, expected: dict[str, list[Any]]) -> None:
+    for file, (size, digest) in expected.items():
+        path = images / file
+        if not path.is_file():
+            raise ForkpointError(f"session {name!r} is damaged: images/{file} is missing.")
+        if path.stat().st_size != size:
+            raise ForkpointError(f"session {name!r} is damaged: images/{file} was truncated or changed.")
+        if digest is not None and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ForkpointError(f"session {name!r} is damaged: images/{file} was changed.")
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
@@ -104,7 +158,7 @@ def _fsync_tree(folder: Path) -> None:
             path.chmod(0o700)
 
 
-def _size(folder: Path) -> int:
+def size_of(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
@@ -160,7 +214,7 @@ def list_sessions() -> list[Session]:
         except (OSError, ValueError, KeyError, TypeError):
             session = Session(folder.name, folder.stat().st_mtime, "(damaged)", -1, 0)
         session.name = folder.name
-        session.size = _size(folder)
+        session.size = size_of(folder)
         found.append(session)
     return sorted(found, key=lambda s: s.saved, reverse=True)
 

@@ -1,0 +1,114 @@
+"""Saving a session with real CRIU, ending every process, and restoring it (issue: persistence).
+
+A restore after every forkpoint process is gone is, for the saved process, a reboot. Each test
+also runs under the leak check: no forkpoint or CRIU process outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import processes_with, wait_until
+from terminal import Terminal, env_for
+
+from forkpoint.controller import Controller
+from forkpoint.errors import ForkpointError
+from forkpoint.persist import store
+
+pytestmark = [pytest.mark.criu, pytest.mark.pty]
+FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
+
+STATE = [
+    "import numpy as np, cv2, random",
+    "a = np.random.default_rng(1).random(10**6); clahe = cv2.createCLAHE(2.0)",
+    "def f(x): return x * 2",
+    "gen = (i * i for i in range(10)); next(gen); next(gen)",
+    "log = open(__import__('tempfile').mktemp(), 'w+'); log.write('hello world'); log.seek(6)",
+    "random.seed(7); state = {'n': 1}",
+]
+CHECK = "a.sum(), f(21), clahe.getClipLimit(), next(gen), log.read(), random.random(), state"
+
+
+def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str) -> None:
+    env = env_for(tmp_path, isolated)
+    t = Terminal(["shell"], env)
+    try:
+        t.wait_prompt()
+        for line in STATE:
+            t.run(line)
+        current = t.current  # saved below: the state before CHECK reads the generator, file, random
+        before = t.run(CHECK).strip()
+        assert ", 42, 2.0, 4, 'world', " in before and before.endswith("{'n': 1})")
+        out = t.run(f":save nightly {current}")
+        assert f'saved [{current}] as "nightly": ' in out
+        t.finish(":quit")
+    finally:
+        t.close()
+    assert wait_until(lambda: not processes_with(isolated), timeout=3)  # the "reboot"
+
+    listed = subprocess.run([FORKPOINT, "sessions"], env=env, capture_output=True, text=True, timeout=60)
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE"]
+    assert row.split()[0] == "nightly" and row.split()[3] == "shell" and row.split()[4] == "1"
+
+    t = Terminal(["restore", "nightly"], env)
+    try:
+        out = t.wait_prompt()
+        assert 'restored "nightly" [' in out
+        # the same values as before: the generator and the file go on from where they were
+        assert t.run(CHECK).strip() == before
+        t.run("state['n'] += 1")
+        assert t.run(":rewind -1").strip().startswith("rewound to [")
+        assert t.run("state").strip() == "{'n': 1}"
+        assert 'as "again": ' in t.run(":save again")  # a restored process can be saved again
+        t.finish(":quit")
+    finally:
+        t.close()
+    assert wait_until(lambda: not processes_with(isolated), timeout=3)
+
+
+def test_a_session_restores_while_its_pids_are_taken(tmp_path: Path) -> None:
+    with Controller() as c:
+        c.execute("import os; x = [1, 2, 3]")
+        c.save("twice")
+    # The same session restored twice at once: the first copy holds every pid the saved
+    # process had, so the second only works because each lives in a PID namespace of its own.
+    out = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with (
+            Controller(restore="twice", stdio=(out, out, out)) as first,
+            Controller(restore="twice", stdio=(out, out, out)) as second,
+        ):
+            assert first.evaluate("x") == (True, "[1, 2, 3]")
+            assert second.evaluate("x.append(4) or x") == (True, "[1, 2, 3, 4]")
+            assert first.evaluate("x") == (True, "[1, 2, 3]")
+    finally:
+        os.close(out)
+
+
+def test_bad_sessions_say_so_and_others_still_restore(tmp_path: Path, isolated: str) -> None:
+    with Controller() as c:
+        c.execute("y = 'kept'")
+        c.save("good")
+        c.save("torn")
+    pages = sorted((store.sessions_dir() / "torn" / "images").glob("pages-*.img"))
+    assert pages
+    with open(pages[0], "r+b") as f:
+        f.truncate(f.seek(0, 2) // 2)  # a truncated image
+    with (
+        pytest.raises(
+            ForkpointError, match=r"^session 'torn' is damaged: images/pages-\d+\.img was truncated"
+        ),
+        Controller(restore="torn"),
+    ):
+        pass
+    done = subprocess.run(
+        [FORKPOINT, "restore", "nope"], env=env_for(tmp_path, isolated), capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "forkpoint: there is no session named 'nope'." in done.stderr
+    with Controller(restore="good") as c:
+        assert c.evaluate("y") == (True, "'kept'")
