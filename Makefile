@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/cow.py
 	$(BIN)/python bench/run_overhead.py
 	$(BIN)/python bench/fix_to_result.py
+	$(BIN)/python bench/sessions.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

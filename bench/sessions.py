@@ -1,0 +1,117 @@
+"""Save and restore of a session holding 1 GB, next to plain CRIU on the same data, same run.
+
+Run: ``.venv/bin/python bench/sessions.py [MB]`` (part of ``make bench``; needs root for CRIU).
+
+- forkpoint: ``Controller.save()`` of a shell checkpoint whose namespace holds a numpy array,
+  and ``Controller(restore=...)`` until a head is ready for input.
+- plain CRIU: ``criu dump -t PID`` of a detached python process holding the same array, and
+  ``criu restore -d`` of it, through the same CRIU binary.
+- bytes on disk for both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from forkpoint.controller import Controller
+from forkpoint.persist import store
+from forkpoint.persist.criu import find_criu
+
+HOLD = """
+import os, sys, time
+import numpy as np
+a = np.arange({n}, dtype=np.float64)
+null = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(null, fd)
+open(sys.argv[1], "w").write("ready")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def disk(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def plain_criu(n: int, work: Path) -> tuple[float, float, int]:
+    criu = find_criu().path
+    ready = work / "ready"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD.format(n=n), str(ready)], stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    while not ready.exists():
+        if holder.poll() is not None:
+            raise SystemExit("the process to dump did not start")
+        time.sleep(0.01)
+    images = work / "plain"
+    images.mkdir()
+    t0 = time.perf_counter()
+    subprocess.run([criu, "dump", "-t", str(holder.pid), "-D", str(images), "-o", "dump.log"], check=True)
+    dumped = time.perf_counter() - t0
+    holder.wait()
+    pidfile = work / "pid"
+    t0 = time.perf_counter()
+    subprocess.run(
+        [criu, "restore", "-D", str(images), "-d", "--pidfile", str(pidfile), "-o", "restore.log"], check=True
+    )
+    restored = time.perf_counter() - t0
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+    return dumped, restored, disk(images)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        while os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.01)
+
+
+def forkpoint(n: int) -> tuple[float, float, int]:
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with Controller(stdio=(null, null, null)) as c:
+            c.execute(f"import numpy as np\na = np.arange({n}, dtype=np.float64)")
+            saved = c.save("bench")
+        t0 = time.perf_counter()
+        with Controller(restore="bench", stdio=(null, null, null)) as c:
+            restored = time.perf_counter() - t0
+            assert c.evaluate("float(a[-1])") == (True, f"{float(n - 1)}")
+    finally:
+        os.close(null)
+    return saved.seconds, restored, disk(store.sessions_dir() / "bench")
+
+
+def main(megabytes: str = "1024") -> None:
+    n = int(megabytes) * (1 << 20) // 8
+    plains, ourses = [], []
+    for _ in range(3):  # alternating, best of three: writing GBs makes the page cache noisy
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["XDG_DATA_HOME"] = tmp
+            plains.append(plain_criu(n, Path(tmp)))
+            shutil.rmtree(Path(tmp) / "plain", ignore_errors=True)
+            ourses.append(forkpoint(n))
+    plain = tuple(min(p[i] for p in plains) for i in range(3))
+    ours = tuple(min(o[i] for o in ourses) for i in range(3))
+    print(f"a session holding a {megabytes} MB numpy array (best of three, alternating)")
+    print(
+        f"  save     forkpoint {ours[0]:6.2f} s | plain criu dump    {plain[0]:6.2f} s | {ours[0] / plain[0]:5.2f}x"
+    )
+    print(
+        f"  restore  forkpoint {ours[1]:6.2f} s | plain criu restore {plain[1]:6.2f} s | {ours[1] / plain[1]:5.2f}x"
+    )
+    print(f"  on disk  forkpoint {ours[2] / 1e6:6.0f} MB | plain criu      {plain[2] / 1e6:6.0f} MB")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
