@@ -104,12 +104,9 @@ def main(megabytes: str = "1024") -> None:
     plain = tuple(min(p[i] for p in plains) for i in range(3))
     ours = tuple(min(o[i] for o in ourses) for i in range(3))
     print(f"a session holding a {megabytes} MB numpy array (best of three, alternating)")
-    print(
-        f"  save     forkpoint {ours[0]:6.2f} s | plain criu dump    {plain[0]:6.2f} s | {ours[0] / plain[0]:5.2f}x"
-    )
-    print(
-        f"  restore  forkpoint {ours[1]:6.2f} s | plain criu restore {plain[1]:6.2f} s | {ours[1] / plain[1]:5.2f}x"
-    )
+    for i, (what, theirs) in enumerate((("save   ", "criu dump   "), ("restore", "criu restore"))):
+        ratio = ours[i] / plain[i]
+        print(f"  {what}  forkpoint {ours[i]:6.2f} s | plain {theirs} {plain[i]:6.2f} s | {ratio:5.2f}x")
     print(f"  on disk  forkpoint {ours[2] / 1e6:6.0f} MB | plain criu      {plain[2] / 1e6:6.0f} MB")
 
 
