@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,25 @@ def test_bad_sessions_say_so_and_others_still_restore(tmp_path: Path, isolated: 
     assert done.returncode == 2 and "forkpoint: there is no session named 'nope'." in done.stderr
     with Controller(restore="good") as c:
         assert c.evaluate("y") == (True, "'kept'")
+
+
+def test_a_restored_session_takes_ctrl_c_and_input(tmp_path: Path, isolated: str) -> None:
+    with Controller() as c:
+        c.execute("n = 1")
+        c.save("keys")
+    t = Terminal(["restore", "keys"], env_for(tmp_path, isolated))
+    try:
+        t.wait_prompt()
+        t.child.send("while True: n += 1\r")
+        time.sleep(1.0)  # running
+        t.child.sendintr()  # the head is in another session: the controller passes Ctrl-C on
+        out = t.wait_prompt()
+        assert "KeyboardInterrupt" in out and "rolled back to [" in out
+        assert t.run("n").strip() == "1"
+        t.child.send("input('name? ')\r")
+        t.child.expect("name\\? ")
+        t.child.send("ada\r")
+        assert "'ada'" in t.wait_prompt()
+        t.finish(":quit")
+    finally:
+        t.close()
