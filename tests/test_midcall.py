@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -221,15 +220,8 @@ class Session:
 
 
 @pytest.fixture
-def session(tmp_path: Path, output: Path) -> Iterator[Session]:
-    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        with Controller(stdio=(null, out, out)) as c:
-            yield Session(c, output, tmp_path / "prog.py")
-    finally:
-        os.close(out)
-        os.close(null)
+def session(tmp_path: Path, output: Path, controller: Controller) -> Session:
+    return Session(controller, output, tmp_path / "prog.py")
 
 
 def line_of(source: str, text: str) -> int:

@@ -6,10 +6,8 @@ checkpoint on is what a fresh run prints from there.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,15 +72,8 @@ class Run:
 
 
 @pytest.fixture
-def run(project: Path, output: Path) -> Iterator[Run]:
-    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        with Controller(stdio=(null, out, out)) as c:
-            yield Run(c, output, project)
-    finally:
-        os.close(out)
-        os.close(null)
+def run(project: Path, output: Path, controller: Controller) -> Run:
+    return Run(controller, output, project)
 
 
 def fresh(project: Path) -> str:
