@@ -158,3 +158,26 @@ def test_a_full_disk_during_save_leaves_nothing_behind(
             assert c.evaluate("z") == (True, "1")
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_file_gone_or_changed_at_restore_is_named(tmp_path: Path) -> None:
+    kept = tmp_path / "kept.txt"
+    kept.write_text("hello\n")
+    with Controller() as c:
+        c.execute(f"f = open({str(kept)!r}); f.read(2)")
+        c.save("files")
+    kept.unlink()
+    gone = (
+        rf"^CRIU could not restore the session: {kept}, a file the session had open, is gone \(No such file"
+    )
+    with pytest.raises(ForkpointError, match=gone):
+        Controller(restore="files").__enter__()
+    kept.write_text("changed since\n")
+    changed = (
+        rf"^CRIU could not restore the session: {kept}, a file the session had open, changed since the save"
+    )
+    with pytest.raises(ForkpointError, match=changed):
+        Controller(restore="files").__enter__()
+    kept.write_text("hello\n")
+    with Controller(restore="files") as c:
+        assert c.evaluate("f.read()") == (True, "'llo\\n'")

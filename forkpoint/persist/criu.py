@@ -95,13 +95,27 @@ def _client(criu: Criu, images: str, work: str, log: str) -> tuple[Any, list[int
     return client, fds
 
 
+_GONE = re.compile(r"Can't open file (\S+) on restore: (.+)$")
+_CHANGED = re.compile(r"File (\S+) has bad size (\d+) \(expect (\d+)\)")
+_NOISE = ("RLIMIT_NOFILE", "Restoring FAILED", "Dumping FAILED", "Unable to open fd=")
+
+
 def _failure(work: str, log: str, exc: Exception) -> str:
-    """CRIU's own words for why it failed: the last error line of its log."""
+    """CRIU's own words for why it failed, from its log: the first error that is not a
+    consequence of another, with the two common ones (a file gone or changed) said plainly."""
     try:
         with open(os.path.join(work, log), errors="replace") as f:
             errors = [line.strip() for line in f if "Error" in line]
     except OSError:
         errors = []
+    for line in errors:
+        if gone := _GONE.search(line):
+            return f"/{gone.group(1)}, a file the session had open, is gone ({gone.group(2)})"
+        if changed := _CHANGED.search(line):
+            return f"/{changed.group(1)}, a file the session had open, changed since the save"
+    causes = [e for e in errors if not any(n in e for n in _NOISE)]
+    if causes:
+        return re.sub(r"^(\d+: )?Error \([^)]*\): ", "", causes[0]).rstrip(".")
     return errors[-1] if errors else str(exc)
 
 
