@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -79,13 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--on-error",
-        choices=["shell", "exit"],
-        help="on an exception: open the post-mortem shell (default on a terminal) or exit with the error",
+        choices=["shell", "exit", "save"],
+        help="on an exception: open the post-mortem shell (default on a terminal), exit with the error, "
+        "or save the failure as a session (forkpoint resume NAME goes on after an edit)",
     )
+    run.add_argument("--session", metavar="NAME", help="the session name for --on-error save")
+    resume = sub.add_parser("resume", help="restore a script saved with --on-error save and resume it")
+    resume.add_argument("name")
+    resume.set_defaults(func=_cmd_resume)
     restore = sub.add_parser("restore", help="bring a saved session back and open the shell in it")
     restore.add_argument("name")
     restore.set_defaults(func=_cmd_restore)
-    for option in (shell, run, restore):
+    for option in (shell, run, restore, resume):
         option.add_argument("--python", help="the interpreter that runs your code (default: forkpoint's own)")
         option.add_argument(
             "--memory-budget",
@@ -121,8 +127,6 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    import time
-
     from forkpoint.shell.render import Renderer
     from forkpoint.shell.repl import Shell
 
@@ -130,6 +134,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     started = time.monotonic()
     args.restore = args.name
     with _controller(args, render) as controller:
+        if controller.script is not None:
+            raise ForkpointError(
+                f"session {args.name!r} is a script's.", f"edit it, then forkpoint resume {args.name}"
+            )
         took = time.monotonic() - started
         render.line(f'restored "{args.name}" [{controller.current}] in {took:.1f} s', "info")
         return Shell(controller, render).run()
@@ -167,7 +175,7 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from forkpoint.shell.render import Renderer
+    from forkpoint.shell.render import Renderer, human_bytes
 
     on_error = "shell" if args.interactive else args.on_error or ("shell" if sys.stdin.isatty() else "exit")
     render = Renderer()
@@ -185,9 +193,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.status == "exit":
             return result.exit_code or 0
         render.result(result)
+        if on_error == "save":
+            stem = os.path.splitext(os.path.basename(args.script))[0]
+            name = args.session or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            saved = controller.save_script(name)
+            render.line(
+                f'saved the failure as session "{name}": {human_bytes(saved.size)} in {saved.seconds:.1f} s; '
+                f"edit the script, then: forkpoint resume {name}",
+                "info",
+            )
+            return 1
         if on_error == "exit":
             return 1
         from forkpoint.shell.repl import Shell  # prompt_toolkit only when a prompt is needed
+
+        return Shell(controller, render, postmortem=True).run()
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    """Restore a saved script session and resume it with the files as they are now."""
+    from forkpoint.shell.render import Renderer
+
+    render = Renderer()
+    args.restore = args.name
+    with _controller(args, render) as controller:
+        if controller.script is None:
+            raise ForkpointError(
+                f"session {args.name!r} was saved from the shell.", f"forkpoint restore {args.name}"
+            )
+        result = controller.resume().result
+        if result.status == "exit":
+            return result.exit_code or 0
+        render.result(result)
+        if not sys.stdin.isatty():
+            return 1
+        from forkpoint.shell.repl import Shell
 
         return Shell(controller, render, postmortem=True).run()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from forkpoint.errors import ForkpointError
 
@@ -38,6 +39,23 @@ class Checkpoint:
     line: int | None = None  # ... before this line of that call (None: at the call's entry)
     call: int | None = None  # ... which call of that function it is
     outer: tuple[str, ...] = ()  # ... the functions running further out, innermost first
+
+    def to_meta(self) -> dict[str, Any]:
+        """What a saved session keeps of this checkpoint (plain JSON)."""
+        return {
+            "id": self.id,
+            "parent": self.parent,
+            "source": self.source,
+            "label": self.label,
+            "at_rest": self.at_rest,
+            "site": self.site,
+            "version": self.version,
+            "called": list(self.called),
+            "entry": self.entry,
+            "line": self.line,
+            "call": self.call,
+            "outer": list(self.outer),
+        }
 
     @property
     def title(self) -> str:
@@ -67,6 +85,25 @@ class CheckpointTree:
         node = Checkpoint(self._next, parent, pid, source, label, at_rest)
         self.nodes[node.id] = node
         self._next += 1
+        return node
+
+    def restore_node(self, meta: dict[str, Any]) -> Checkpoint:
+        """Add a checkpoint of a saved session, as not alive (its process comes back later, or
+        not at all); ids are kept, so they go on as they were."""
+        parent = meta.get("parent")
+        node = self.add(parent if isinstance(parent, int) else None, 0, str(meta.get("source", "")))
+        if node.id != meta.get("id"):
+            raise ValueError(f"saved checkpoint {meta.get('id')} restored as {node.id}")
+        node.alive = False
+        node.label = meta["label"] if isinstance(meta.get("label"), str) else None
+        node.at_rest = bool(meta.get("at_rest", True))
+        ints = {k: meta.get(k) for k in ("site", "version", "line", "call")}
+        node.site, node.version, node.line, node.call = (
+            v if isinstance(v, int) else None for v in ints.values()
+        )
+        node.entry = meta["entry"] if isinstance(meta.get("entry"), str) else None
+        node.called = tuple(str(c) for c in meta.get("called") or ())
+        node.outer = tuple(str(c) for c in meta.get("outer") or ())
         return node
 
     def __getitem__(self, cid: int) -> Checkpoint:

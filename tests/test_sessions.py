@@ -96,13 +96,13 @@ def test_bad_sessions_say_so_and_others_still_restore(tmp_path: Path, isolated: 
         c.execute("y = 'kept'")
         c.save("good")
         c.save("torn")
-    pages = sorted((store.sessions_dir() / "torn" / "images").glob("pages-*.img"))
+    pages = sorted((store.sessions_dir() / "torn" / "images").rglob("pages-*.img"))
     assert pages
     with open(pages[0], "r+b") as f:
         f.truncate(f.seek(0, 2) // 2)  # a truncated image
     with (
         pytest.raises(
-            ForkpointError, match=r"^session 'torn' is damaged: images/pages-\d+\.img was truncated"
+            ForkpointError, match=r"^session 'torn' is damaged: images/\d+/pages-\d+\.img was truncated"
         ),
         Controller(restore="torn"),
     ):
@@ -181,3 +181,41 @@ def test_a_file_gone_or_changed_at_restore_is_named(tmp_path: Path) -> None:
     kept.write_text("hello\n")
     with Controller(restore="files") as c:
         assert c.evaluate("f.read()") == (True, "'llo\\n'")
+
+
+def test_run_on_error_save_then_resume_after_an_edit(tmp_path: Path, isolated: str) -> None:
+    programs = Path(__file__).parent / "programs"
+    script = tmp_path / "batch.py"
+    script.write_text((programs / "batch.py").read_text())
+    env = env_for(tmp_path, isolated)
+
+    def forkpoint(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FORKPOINT, *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+
+    done = forkpoint(
+        "run", "batch.py", "--checkpoint-at", "process", "--on-error", "save", "--session", "b", "--", "6"
+    )
+    assert done.returncode == 1 and "IndexError" in done.stderr
+    assert 'saved the failure as session "b": ' in done.stdout and "forkpoint resume b" in done.stdout
+    assert wait_until(lambda: not processes_with(isolated), timeout=3)  # nothing runs until resume
+    row = forkpoint("sessions").stdout.splitlines()[1].split()
+    assert row[0] == "b" and row[3:5] == ["run", "batch.py"]
+
+    script.write_text((programs / "batch_fixed.py").read_text())
+    done = forkpoint("resume", "b")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming from [" in done.stdout and "the entry of call 4 of process()" in done.stdout
+    fresh = subprocess.run([sys.executable, str(script), "6"], capture_output=True, text=True).stdout
+    expected = fresh[fresh.index("done 4") :]
+    for i in (1, 2, 3):  # calls 1-3 ran the old code before the save, as forkpoint says
+        expected = expected.replace(f"'video{i}.mp4:", "'video{}.mp4:")
+    assert done.stdout.endswith(expected)
+    assert "calls 1-3 of process() in this statement ran the old code" in done.stdout

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NoReturn
 
 from forkpoint import paths
@@ -36,7 +37,7 @@ from forkpoint.controller.resume_point import ResumeCheck
 from forkpoint.controller.script import Script, read_script
 from forkpoint.errors import ForkpointError, ProtocolError
 from forkpoint.persist import store
-from forkpoint.persist.criu import dump, find_criu, restore
+from forkpoint.persist.criu import Criu, dump, find_criu, restore
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
@@ -55,6 +56,7 @@ __all__ = [
 
 HELLO_TIMEOUT = 30.0
 MEASURE_EVERY = 1.0  # seconds between memory measurements of all checkpoints
+MAX_SAVED = 32  # checkpoints a script session keeps at most
 
 
 @dataclass(frozen=True)
@@ -311,25 +313,46 @@ class Controller:
             raise ForkpointError(
                 f"[{node.id}] was taken in the middle of an input; save one taken between inputs."
             )
+        return self._save(name, [node], "shell")
+
+    def save_script(self, name: str) -> Saved:
+        """Save a failed script as session ``name``: the checkpoints resume can go on from
+        (each top-level one on this branch and the latest one), its sources and versions."""
+        script = self.script
+        if script is None:
+            raise ForkpointError("there is no script to save.")
+        chain = [self.tree[cid] for cid in self.tree.ancestors(self.current)]
+        usable = [n for n in chain if n.alive and n.site is not None]
+        chosen = [n for n in usable if n.entry is None or n is usable[0]][:MAX_SAVED]
+        if not chosen:
+            raise ForkpointError("the script took no checkpoint to save.")
+        return self._save(name, chosen, f"run {os.path.basename(script.path)}", script.to_meta())
+
+    def _save(
+        self, name: str, nodes: list[Checkpoint], source: str, script: dict[str, object] | None = None
+    ) -> Saved:
         criu = find_criu()
         started = time.monotonic()
         secret = secrets.token_hex(16)
+        latest = max(n.id for n in nodes)
         session = store.Session(
-            name, time.time(), "shell", node.id, 1, tree=self._tree_titles(node), secret=secret
+            name, time.time(), source, latest, len(nodes), tree=self._tree_meta(latest), secret=secret
         )
+        session.kept, session.script = [n.id for n in nodes], script
         attach = str(store.sessions_dir() / store.check_name(name) / "attach.json")
         with store.build(name) as folder:
-            images = folder / "images"
-            images.mkdir(mode=0o700)
-            candidate = self._candidate(node, attach, secret)
-            try:
-                dump(criu, candidate, str(images), self._rundir or str(folder))
-            finally:
-                kill(candidate)
-            session.images = store.manifest(images)
+            for node in nodes:
+                images = folder / "images" / str(node.id)
+                images.mkdir(mode=0o700, parents=True)
+                candidate = self._candidate(node, attach, f"{secret}-{node.id}")
+                try:
+                    dump(criu, candidate, str(images), self._rundir or str(folder))
+                finally:
+                    kill(candidate)
+            session.images = store.manifest(folder / "images")
             store.write_meta(folder, session)
         size = store.size_of(store.sessions_dir() / name)
-        return Saved(name, node.id, size, time.monotonic() - started)
+        return Saved(name, latest, size, time.monotonic() - started)
 
     def _candidate(self, node: Checkpoint, attach: str, secret: str) -> int:
         ch = self._checkpoint_channel(node)
@@ -343,43 +366,41 @@ class Controller:
         self._reaper.watch(int(reply["pid"]))
         return int(reply["pid"])
 
-    def _tree_titles(self, saved: Checkpoint) -> list[dict[str, object]]:
-        return [
-            {"id": n.id, "parent": n.parent, "source": n.source, "label": n.label, "at_rest": n.at_rest}
-            for n in sorted(self.tree.nodes.values(), key=lambda n: n.id)
-            if n.id <= saved.id
-        ]
+    def _tree_meta(self, upto: int) -> list[dict[str, object]]:
+        return [n.to_meta() for n in sorted(self.tree.nodes.values(), key=lambda n: n.id) if n.id <= upto]
 
     def _start_restored(self, name: str) -> None:
-        """Restore a saved session: CRIU brings the saved checkpoint back, it finds this
-        controller through the session's attach file, takes the terminal's fds, and a head is
-        forked from it as from any checkpoint."""
+        """Restore a saved session: CRIU brings the saved checkpoints back, each finds this
+        controller through the session's attach file and takes the terminal's fds. A shell
+        session gets a head forked from its checkpoint; a script's waits for resume."""
         session, folder = store.load(name)
         store.check_images(name, folder / "images", session.images)
-        secret = session.secret
+        for entry in session.tree:
+            self.tree.restore_node(entry)
         criu = find_criu()
         attach = folder / "attach.json"
         store.write_private(attach, {"socket": self.socket_path, "controller": os.getpid()})
         try:
-            pid = restore(criu, str(folder / "images"), self._rundir or str(folder))
-            self._reaper.watch(pid)
-            arrival = self._await_arrival(
-                lambda h: h["role"] == "restored" and h.get("secret") == secret, HELLO_TIMEOUT, pid
-            )
+            for cid in session.kept:
+                self._restore_checkpoint(criu, folder / "images" / str(cid), f"{session.secret}-{cid}", cid)
         finally:
             attach.unlink(missing_ok=True)
-        stdio = self.options.stdio or (0, 1, 2)
-        socket.send_fds(arrival.channel.sock, [b"F"], list(stdio))
-        for entry in session.tree:
-            parent = entry.get("parent")
-            node = self.tree.add(parent if isinstance(parent, int) else None, 0, str(entry.get("source", "")))
-            label = entry.get("label")
-            node.label, node.alive = (label if isinstance(label, str) else None), False
-        node = self.tree[session.checkpoint]
+        self._state.base = self._state.tip = session.checkpoint
+        if session.script is None:
+            self._spawn_head_from(self.tree[session.checkpoint])
+        else:
+            self.script = Script.from_meta(session.script)
+
+    def _restore_checkpoint(self, criu: Criu, images: Path, secret: str, cid: int) -> None:
+        pid = restore(criu, str(images), self._rundir or str(images))
+        self._reaper.watch(pid)
+        arrival = self._await_arrival(
+            lambda h: h["role"] == "restored" and h.get("secret") == secret, HELLO_TIMEOUT, pid
+        )
+        socket.send_fds(arrival.channel.sock, [b"F"], list(self.options.stdio or (0, 1, 2)))
+        node = self.tree[cid]
         node.pid, node.alive = pid, True
-        self._channels[node.id] = arrival.channel
-        self._spawn_head_from(node)
-        self._state.base = self._state.tip = node.id
+        self._channels[cid] = arrival.channel
 
     def checkpoints(self) -> list[Checkpoint]:
         """Live checkpoints, oldest first, with freshly measured memory."""

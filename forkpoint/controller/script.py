@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from forkpoint.errors import ForkpointError
 from forkpoint.instrument.lines import follow_line
@@ -30,6 +31,35 @@ class Script:
     modules: dict[str, str] = field(default_factory=dict)  # path -> module name, once imported
     module_versions: list[dict[str, str]] = field(default_factory=lambda: [{}])  # per version: path -> source
     _titles: dict[int, list[str]] = field(default_factory=dict, repr=False)
+
+    def to_meta(self) -> dict[str, Any]:
+        """What a saved session keeps of the script (plain JSON: sources, not objects)."""
+        return {
+            "path": self.path,
+            "argv": self.argv,
+            "versions": self.versions,
+            "started": self.started,
+            "entries": self.entries,
+            "lines": self.lines,
+            "watch": self.watch,
+            "modules": self.modules,
+            "module_versions": self.module_versions,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Script:
+        script = cls(
+            str(meta["path"]), [str(a) for a in meta["argv"]], [str(v) for v in meta["versions"]], 0.0
+        )
+        script.started = float(meta["started"])
+        script.entries = [str(e) for e in meta["entries"]]
+        script.lines = {str(p): [int(n) for n in ns] for p, ns in dict(meta["lines"]).items()}
+        script.watch = [str(w) for w in meta["watch"]]
+        script.modules = {str(p): str(n) for p, n in dict(meta["modules"]).items()}
+        script.module_versions = [
+            {str(p): str(t) for p, t in dict(v).items()} for v in meta["module_versions"]
+        ]
+        return script
 
     def describe(self, site: int) -> str:
         """'line 12: boxes = detect(frames)' for top-level statement ``site`` of the running

@@ -62,6 +62,7 @@ class Session:
     script: dict[str, Any] | None = None  # for `run`: path, argv and the sources that ran
     secret: str = ""  # what the restored process proves itself with to the new controller
     images: dict[str, list[Any]] = field(default_factory=dict)  # file -> [size, sha256 if small]
+    kept: list[int] = field(default_factory=list)  # the checkpoints with images, images/ID/
 
     def meta(self) -> dict[str, Any]:
         return {"version": META_VERSION, **asdict(self)}
@@ -124,13 +125,10 @@ def manifest(images: Path) -> dict[str, list[Any]]:
     """Size (and, for the small metadata images, SHA-256) of each image file: CRIU can hang on
     a truncated image instead of failing, so a restore checks them first."""
     found: dict[str, list[Any]] = {}
-    for path in sorted(images.iterdir()):
-        if path.is_file() and path.suffix == ".img":
-            size = path.stat().st_size
-            found[path.name] = [
-                size,
-                hashlib.sha256(path.read_bytes()).hexdigest() if size <= SMALL else None,
-            ]
+    for path in sorted(images.rglob("*.img")):
+        size = path.stat().st_size
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if size <= SMALL else None
+        found[str(path.relative_to(images))] = [size, digest]
     return found
 
 
