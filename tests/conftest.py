@@ -82,3 +82,21 @@ def term(tmp_path: Path, isolated: str) -> Iterator[Terminal]:
         raise
     finally:
         t.close()
+
+
+class ScriptRun:
+    """A script run by ``controller`` whose head writes to ``output``: resume it and read what
+    it printed since, and the notices forkpoint gave."""
+
+    def __init__(self, c: Controller, output: Path) -> None:
+        self.c, self.output = c, output
+
+    def resumed(self) -> tuple[str, str]:
+        """Resume with the files as they are; (where it resumed, what it printed)."""
+        mark = len(self.output.read_text())
+        resumed = self.c.resume()
+        assert resumed.result.status == "exit", resumed.result.traceback
+        return resumed.where, self.output.read_text()[mark:]
+
+    def notices(self) -> list[str]:
+        return [e.text for e in self.c.events if e.kind == "notice"]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ScriptRun
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -195,11 +196,12 @@ def test_resume_inside_a_call_prints_what_a_fresh_run_prints(
     assert before.startswith(expected[: len(expected) - len(after)])
 
 
-class Session:
+class Session(ScriptRun):
     """A controller whose head writes to ``output``; ``script`` is the file it runs."""
 
     def __init__(self, c: Controller, output: Path, script: Path) -> None:
-        self.c, self.output, self.script = c, output, script
+        super().__init__(c, output)
+        self.script = script
 
     def run(self, source: str, **sites: tuple[int, ...] | tuple[str, ...]) -> str:
         self.script.write_text(source)
@@ -209,14 +211,8 @@ class Session:
 
     def resume(self, source: str) -> tuple[str, str]:
         """Resume after writing ``source``; (where it resumed, what it printed)."""
-        mark = len(self.output.read_text())
         self.script.write_text(source)
-        resumed = self.c.resume()
-        assert resumed.result.status == "exit", resumed.result.traceback
-        return resumed.where, self.output.read_text()[mark:]
-
-    def notices(self) -> list[str]:
-        return [e.text for e in self.c.events if e.kind == "notice"]
+        return self.resumed()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ScriptRun
 
 from forkpoint.controller import Controller
 
@@ -52,9 +53,10 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-class Run:
+class Run(ScriptRun):
     def __init__(self, c: Controller, output: Path, project: Path) -> None:
-        self.c, self.output, self.project = c, output, project
+        super().__init__(c, output)
+        self.project = project
 
     def start(self, **sites: object) -> str:
         result = self.c.run_script(str(self.project / "main.py"), [str(self.project / "lib")], **sites)  # type: ignore[arg-type]
@@ -62,13 +64,7 @@ class Run:
         return self.output.read_text()
 
     def resume(self) -> tuple[str, str]:
-        mark = len(self.output.read_text())
-        resumed = self.c.resume()
-        assert resumed.result.status == "exit", resumed.result.traceback
-        return resumed.where, self.output.read_text()[mark:]
-
-    def notices(self) -> list[str]:
-        return [e.text for e in self.c.events if e.kind == "notice"]
+        return self.resumed()
 
 
 @pytest.fixture
