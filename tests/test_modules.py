@@ -63,9 +63,6 @@ class Run(ScriptRun):
         assert result.status == "error", result
         return self.output.read_text()
 
-    def resume(self) -> tuple[str, str]:
-        return self.resumed()
-
 
 @pytest.fixture
 def run(project: Path, output: Path, controller: Controller) -> Run:
@@ -87,7 +84,7 @@ def test_a_line_site_in_a_watched_module_resumes_inside_its_call(run: Run, proje
     before = run.start(lines={helper: [7]}, watch=[str(project / "lib")])
     edit(project, "if y > 10:", "if y > 100:")
     edit(project, 'print("item", x, y)', 'print("item", x, y, "new")')
-    where, after = run.resume()
+    where, after = run.resumed()
     # the latest checkpoint followed the first call of check(), which changed: one before it
     assert where.startswith("before line 7 of helper.py in call 1 of helper:work(): y = x * SCALE")
     assert any("helper:check() had already run the old code" in n for n in run.notices())
@@ -100,7 +97,7 @@ def test_a_line_site_in_a_watched_module_resumes_inside_its_call(run: Run, proje
 def test_a_change_outside_a_modules_functions_resumes_before_its_import(run: Run, project: Path) -> None:
     run.start(watch=[str(project / "lib")])
     edit(project, "SCALE = 3", "SCALE = 2")
-    where, after = run.resume()
+    where, after = run.resumed()
     assert where == "line 3: sys.path.insert(0, sys.argv[1])"  # the import runs again
     assert any(
         "module helper changed outside its functions, and it had been imported" in n for n in run.notices()

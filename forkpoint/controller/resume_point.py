@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from typing import Any
 
 from forkpoint.controller.script import Script
 from forkpoint.instrument import lines as sitelines
@@ -40,7 +41,8 @@ class ResumeCheck:
         self.new = new
         self.modules = modules  # path -> new source, for the modules that changed
         self._changes: dict[int, _Changes] = {}
-        self._trees: dict[tuple[int, str], ast.Module] = {}
+        self._verdicts: dict[tuple[int, str, int], bool] = {}
+        self._new_functions: dict[str, dict[str, Any]] = {}  # path -> the new source's functions
 
     def changes(self, version: int) -> _Changes:
         if version not in self._changes:
@@ -93,18 +95,26 @@ class ResumeCheck:
         return None
 
     def _same_way_in(self, node: Checkpoint) -> bool:
+        """Whether the path to ``node``'s line is unchanged; decided once per (version, line):
+        a site in a loop leaves many checkpoints at the same line."""
         assert node.version is not None and node.line is not None and node.entry is not None
-        path, old = self.script.source_of(node.entry, node.version)
+        key = (node.version, node.entry, node.line)
+        if key not in self._verdicts:
+            self._verdicts[key] = self._compare_way_in(node.version, node.entry, node.line)
+        return self._verdicts[key]
+
+    def _compare_way_in(self, version: int, entry: str, line: int) -> bool:
+        path, old = self.script.source_of(entry, version)
         if not old:
             return False
-        if (node.version, path) not in self._trees:
-            self._trees[(node.version, path)] = ast.parse(old)
         try:
-            site = sitelines.locate(self._trees[(node.version, path)], node.line)
+            site = sitelines.locate(ast.parse(old), line)
         except sitelines.NotASite:
             return False
-        new_source = self.new if path == self.script.path else self.modules.get(path, old)
-        new = functions(ast.parse(new_source)).get(node.entry.rpartition(":")[2])
+        if path not in self._new_functions:
+            new_source = self.new if path == self.script.path else self.modules.get(path, old)
+            self._new_functions[path] = functions(ast.parse(new_source))
+        new = self._new_functions[path].get(entry.rpartition(":")[2])
         if site is None or new is None:
             return False
         return sitelines.prefix_key(site.function, site.path) == sitelines.prefix_key(new, site.path)

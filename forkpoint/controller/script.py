@@ -31,6 +31,7 @@ class Script:
     modules: dict[str, str] = field(default_factory=dict)  # path -> module name, once imported
     module_versions: list[dict[str, str]] = field(default_factory=lambda: [{}])  # per version: path -> source
     _titles: dict[int, list[str]] = field(default_factory=dict, repr=False)
+    _source_lines: dict[tuple[int, str], list[str]] = field(default_factory=dict, repr=False)
 
     def to_meta(self) -> dict[str, Any]:
         """What a saved session keeps of the script (plain JSON: sources, not objects)."""
@@ -75,8 +76,12 @@ class Script:
         which = f"call {call} of {key}()"
         if line is None:
             return f"the entry of {which}"
-        path, source = self.source_of(key, len(self.versions) - 1)
-        text = source.splitlines()[line - 1].strip() if source else ""
+        version = len(self.versions) - 1
+        path, source = self.source_of(key, version)
+        if (version, path) not in self._source_lines:  # a site in a loop asks at every checkpoint
+            self._source_lines[(version, path)] = source.splitlines()
+        lines = self._source_lines[(version, path)]
+        text = lines[line - 1].strip() if line <= len(lines) else ""
         where = f"line {line}" if path == self.path else f"line {line} of {os.path.basename(path)}"
         return f"before {where} in {which}: {text if len(text) <= 50 else text[:47] + '...'}"
 
@@ -91,6 +96,7 @@ class Script:
     def imported(self, name: str, path: str, source: str) -> None:
         self.modules[path] = name
         self.module_versions[-1][path] = source
+        self._source_lines.pop((len(self.versions) - 1, path), None)
 
     def new_version(self, source: str, modules: dict[str, str]) -> None:
         self.versions.append(source)

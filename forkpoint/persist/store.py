@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,7 +221,3 @@ def remove(name: str) -> None:
     if not folder.is_dir():
         raise ForkpointError(f"there is no session named {name!r}.")
     shutil.rmtree(folder)
-
-
-def describe_age(saved: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(saved))
