@@ -50,14 +50,28 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        # Search only the places under the roots: every other import is left to the normal
+        # finders untouched, so installed packages cost no second lookup.
+        places = [p for p in (sys.path if path is None else path) if self._watched(p)]
+        if not places:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, places)
         if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
             return None
         real = os.path.realpath(spec.origin)
-        if not any(real.startswith(r) for r in self.roots) or any(real.startswith(p) for p in self.excluded):
+        if not _under(real, self.roots) or _under(real, self.excluded):
             return None
         spec.loader = _Loader(fullname, spec.origin, self.compile_module, self.prepare)
         return spec
+
+    def _watched(self, place: str) -> bool:
+        """A sys.path entry or package folder whose modules may be the user's."""
+        real = os.path.join(os.path.realpath(place or "."), "")
+        return _under(real, self.roots) and not _under(real, self.excluded)
+
+
+def _under(path: str, folders: list[str]) -> bool:
+    return any(path.startswith(f) for f in folders)
 
 
 def install(roots: Sequence[str], compile_module: Compile, prepare: Prepare) -> None:
