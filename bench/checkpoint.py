@@ -52,22 +52,21 @@ def _bare(keep):
     if not keep:
         os.waitpid(pid, 0)
     return took, pid
-_exit = [_bare(False)[0] for _ in range({repeat})]  # on a process with no checkpoints yet
-_kept, _pids = [], []
-for _ in range({repeat}):
+_exit, _kept, _pids, _cp = [], [], [], []
+for _ in range({repeat}):  # interleaved: each sees the same processes sharing the pages
+    _exit.append(_bare(False)[0])
+    time.sleep(0.01)
     took, pid = _bare(True)
     _kept.append(took)
     _pids.append(pid)
     time.sleep(0.01)
-os.write(_w, b"x" * {repeat})
-for pid in _pids:
-    os.waitpid(pid, 0)
-_cp = []
-for _ in range({repeat}):
     t0 = time.perf_counter()
     forkpoint.checkpoint()
     _cp.append(time.perf_counter() - t0)
     time.sleep(0.01)
+os.write(_w, b"x" * {repeat})
+for pid in _pids:
+    os.waitpid(pid, 0)
 """
 
 

@@ -104,12 +104,31 @@ def test_file_offsets_come_back_on_rewind(controller: Controller, tmp_path: Path
         assert value(controller, "os.read(fd, 7)") == repr(b"line 1\n")
 
 
-def test_random_draws_repeat_after_rewind(controller: Controller) -> None:
-    mark = run(controller, "import random; random.seed(7); random.random()")
-    first = value(controller, "[random.random() for _ in range(5)]")
-    controller.rewind(mark)
-    again = value(controller, "[random.random() for _ in range(5)]")
-    assert first == again
+@pytest.mark.parametrize("imported_first", [False, True], ids=["agent-first", "random-first"])
+def test_random_draws_repeat_after_rewind(
+    imported_first: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: Path
+) -> None:
+    """The state is read in the checkpoint's child when the agent's after-fork hook runs
+    before random's reseed; when something imported random first, in the head instead."""
+    if imported_first:
+        (tmp_path / "sitecustomize.py").write_text("import random\n")
+        monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with Controller(stdio=(out, out, out)) as c:
+            assert value(c, "__import__('forkpoint.agent.rng').agent.rng.in_child") == str(not imported_first)
+            mark = run(c, "import random; random.seed(7); random.random()")
+            first = value(c, "[random.random() for _ in range(5)]")
+            inside = run(c, "import forkpoint; forkpoint.checkpoint('in'); drawn = random.random()")
+            drawn = value(c, "drawn")
+            for _ in range(2):
+                c.rewind(mark)
+                assert value(c, "[random.random() for _ in range(5)]") == first
+            c.rewind("in")
+            assert value(c, "drawn") == drawn
+            assert inside > mark
+    finally:
+        os.close(out)
 
 
 def test_c_extension_objects_survive_rewind(controller: Controller) -> None:

@@ -37,6 +37,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from forkpoint.agent import rng as rng_at_fork
 from forkpoint.channel import Channel, connect
 from forkpoint.protocol import HEADER, PROTOCOL_VERSION
 
@@ -145,27 +146,29 @@ def take(
     call: int | None = None,
     outer: list[str] | None = None,
 ) -> int | None:
-    """Fork a checkpoint. Returns its pid in the head, ``None`` in a head rewound to it."""
-    if _link is None:
+    """Fork a checkpoint. Returns its pid in the head, ``None`` in a head rewound to it.
+
+    This is the user's pause, and after the first checkpoint every page it writes is a
+    copy-on-write fault (the previous checkpoint shares it): it does as little as it can,
+    and what can wait for the child (the ``random`` state, the saved record) is done there.
+    """
+    link = _link
+    if link is None:
         return -1
-    arm()
-    _reap_children()
+    if not link.armed:
+        arm()
+    global _takes
+    _takes += 1
+    if _takes % REAP_EVERY == 0:
+        _reap_children()
     offsets = _scan_fds()
     threads = _warn_threads()
-    rng = sys.modules["random"].getstate() if "random" in sys.modules else None
-    saved = _Saved(offsets, rng, signal.getsignal(signal.SIGINT))
-    fields = {
-        "label": label,
-        "at_rest": at_rest,
-        "site": site,
-        "called": called or [],
-        "entry": entry,
-        "line": line,
-        "call": call,
-        "outer": outer or [],
-    }
-    tail = json.dumps(fields, separators=(",", ":"))[1:].encode()
-    sock = _link.channel.sock
+    rng = None if rng_at_fork.in_child else rng_at_fork.state()
+    if label is None and site is None and entry is None and not called and not outer:
+        tail = _PLAIN_TAIL[at_rest]
+    else:
+        tail = _tail(label, at_rest, site, called, entry, line, call, outer)
+    sock = link.channel.sock
     _flush()
     told = os.pipe() if _restored else None  # the child says its pid as the controller sees it
     if threads:
@@ -177,8 +180,6 @@ def take(
         pid = os.fork()
     if pid:
         seen = pid if told is None else _read_pid(told)
-        # Every page the head writes from here on is copied (the child shares it), and that
-        # is the user's pause: announce the checkpoint with a frame built almost in place.
         body = b'{"op":"taken","pid":%d,%s' % (seen, tail)
         sock.sendall(HEADER.pack(len(body)) + body)
         _children.append(pid)
@@ -186,10 +187,42 @@ def take(
     try:
         if told is not None:
             _write_pid(told)
-        _park(saved)
+        rng_at_fork.enabled = False
+        if rng_at_fork.in_child:
+            rng = rng_at_fork.at_fork
+        _park(_Saved(offsets, rng, signal.getsignal(signal.SIGINT)))
     except BaseException:  # a forked child never unwinds into user code
         os._exit(70)
     return None
+
+
+def _tail(
+    label: str | None,
+    at_rest: bool,
+    site: int | None,
+    called: list[str] | None,
+    entry: str | None,
+    line: int | None,
+    call: int | None,
+    outer: list[str] | None,
+) -> bytes:
+    """The ``taken`` frame's fields after the pid, as JSON without the opening brace."""
+    fields = {
+        "label": label,
+        "at_rest": at_rest,
+        "site": site,
+        "called": called or [],
+        "entry": entry,
+        "line": line,
+        "call": call,
+        "outer": outer or [],
+    }
+    return json.dumps(fields, separators=(",", ":"))[1:].encode()
+
+
+_PLAIN_TAIL = {flag: _tail(None, flag, None, None, None, None, None, None) for flag in (False, True)}
+REAP_EVERY = 8  # evicted checkpoints are reaped every few takes: a zombie costs nothing meanwhile
+_takes = 0
 
 
 def _park(saved: _Saved) -> None:
@@ -327,6 +360,7 @@ def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
     assert _link is not None
     _link.armed = False
     arm()
+    rng_at_fork.enabled = True
     ch.close()
     try:
         os.setpgid(0, fg_pgid)  # join the terminal's foreground group: Ctrl-C and input() work
