@@ -196,7 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if on_error == "save":
             stem = os.path.splitext(os.path.basename(args.script))[0]
             name = args.session or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            saved = controller.save_script(name)
+            saved = controller.save_script(name, render.progress)
             render.line(
                 f'saved the failure as session "{name}": {human_bytes(saved.size)} in {saved.seconds:.1f} s; '
                 f"edit the script, then: forkpoint resume {name}",

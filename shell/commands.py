@@ -122,7 +122,7 @@ def cmd_save(shell: Shell, args: str) -> None:
     parts = args.split()
     if not 1 <= len(parts) <= 2:
         raise ForkpointError(":save needs a name.", "for example :save nightly, or :save nightly 3")
-    saved = shell.controller.save(parts[0], parts[1] if len(parts) > 1 else None)
+    saved = shell.controller.save(parts[0], parts[1] if len(parts) > 1 else None, shell.render.progress)
     size = human_bytes(saved.size)
     shell.render.line(
         f'saved [{saved.checkpoint}] as "{saved.name}": {size} in {saved.seconds:.1f} s', "info"

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import TextIO
 
-from forkpoint.controller import Change, Event, ExecResult, MemoryReport
+from forkpoint.controller import Change, Event, ExecResult, MemoryReport, SaveProgress
 from forkpoint.persist.store import Session, sessions_dir
 from forkpoint.tree import Checkpoint, CheckpointTree
 
@@ -45,13 +45,28 @@ class Renderer:
         self.out = out or sys.stdout
         self.err = err or sys.stderr  # tracebacks, as Python writes them
         self.color = self.out.isatty() and "NO_COLOR" not in os.environ
+        self._partial = False  # a progress line is on screen
 
     def line(self, text: str = "", style: str | None = None, stream: TextIO | None = None) -> None:
+        if self._partial:
+            self.out.write("\r\x1b[K")
+            self._partial = False
         if style and self.color:
             text = f"\x1b[{_STYLES[style]}m{text}\x1b[0m"
         stream = stream or self.out
         stream.write(text + "\n")
         stream.flush()
+
+    def progress(self, where: SaveProgress) -> None:
+        """A save's progress, on one line rewritten in place (terminals only); ``line``
+        after it starts on a clean line."""
+        if not self.out.isatty():
+            return
+        of = f" ({where.index} of {where.count})" if where.count > 1 else ""
+        total = f" of {human_bytes(where.expected)}" if where.expected >= where.written else ""
+        self.out.write(f"\r\x1b[Ksaving [{where.checkpoint}]{of}: {human_bytes(where.written)}{total}")
+        self.out.flush()
+        self._partial = True
 
     def event(self, event: Event) -> None:
         style = {

@@ -6,6 +6,7 @@ also runs under the leak check: no forkpoint or CRIU process outlives it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -219,3 +220,91 @@ def test_run_on_error_save_then_resume_after_an_edit(tmp_path: Path, isolated: s
         expected = expected.replace(f"'video{i}.mp4:", "'video{}.mp4:")
     assert done.stdout.endswith(expected)
     assert "calls 1-3 of process() in this statement ran the old code" in done.stdout
+
+
+ARRAYS = """\
+import numpy as np
+a = np.random.default_rng(1).random((32 << 20) // 8)
+a[:1000] += 1
+b = a[::4096].copy()
+a[100000:101000] = 3
+c = float(a.sum())
+print("c", c, b[-3:].tolist())
+print("at", float(a[{at}]), float(a[100500]))
+"""
+
+
+def test_a_script_sessions_checkpoints_share_pages_on_disk(tmp_path: Path, isolated: str) -> None:
+    """Seven checkpoints of a 32 MB array take little more than one on disk, and each
+    still restores whole: resume from the latest reads pages through every parent link."""
+    (tmp_path / "arrays.py").write_text(ARRAYS.format(at="10**9"))
+    env = env_for(tmp_path, isolated)
+    run = [FORKPOINT, "run", "arrays.py", "--on-error", "save", "--session", "arr"]
+    done = subprocess.run(run, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "IndexError" in done.stderr, done.stderr
+    session, folder = store.load("arr")
+    dumps = sorted(int(p.name) for p in (folder / "images").iterdir())
+    assert len(dumps) == len(session.kept) >= 6
+    for earlier, later in itertools.pairwise(dumps):
+        assert os.readlink(folder / "images" / str(later) / "parent") == f"../{earlier}"
+    first, second = (store.size_of(folder / "images" / str(d)) for d in dumps[:2])  # numpy, the array
+    assert second > 32 << 20
+    assert store.size_of(folder / "images") < first + second + (8 << 20)  # each whole: over 5x the array
+
+    (tmp_path / "arrays.py").write_text(ARRAYS.format(at="10**6"))
+    done = subprocess.run(
+        [FORKPOINT, "resume", "arr"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    fresh = subprocess.run([sys.executable, "arrays.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert f"resuming from [{max(dumps)}]" in done.stdout
+    assert done.stdout.endswith(fresh.stdout.splitlines()[-1] + "\n")
+
+    link = folder / "images" / str(dumps[-1]) / "parent"
+    link.unlink()
+    link.symlink_to("../../../elsewhere")
+    with pytest.raises(
+        ForkpointError, match=rf"session 'arr' is damaged: images/{dumps[-1]}/parent was changed"
+    ):
+        store.check_images("arr", folder / "images", session.images)
+
+
+def test_a_save_reports_its_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While CRIU writes, the front end is told how far it got (every TICK; shortened here so
+    that a 256 MB save, a fraction of a second, is seen in several steps)."""
+    from forkpoint.controller import SaveProgress
+    from forkpoint.persist import criu
+
+    monkeypatch.setattr(criu, "TICK", 0.01)
+    seen: list[SaveProgress] = []
+    with Controller() as c:
+        c.execute("import numpy as np; a = np.ones((256 << 20) // 8)")
+        saved = c.save("big", progress=seen.append)
+    assert len(seen) >= 3
+    assert all(p.checkpoint == saved.checkpoint and (p.index, p.count) == (1, 1) for p in seen)
+    assert all(p.expected > 256 << 20 for p in seen)
+    written = [p.written for p in seen]
+    assert written == sorted(written) and written[-1] > 0
+
+
+def test_the_progress_line_is_rewritten_in_place_and_cleared() -> None:
+    import io
+
+    from forkpoint.controller import SaveProgress
+    from forkpoint.shell.render import Renderer
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    render = Renderer(out, out)
+    render.color = False
+    render.progress(SaveProgress(3, 2, 8, 412_000_000, 801_000_000))
+    render.progress(SaveProgress(3, 2, 8, 700_000_000, 801_000_000))
+    render.line("saved")
+    assert out.getvalue() == (
+        "\r\x1b[Ksaving [3] (2 of 8): 412.0 MB of 801.0 MB"
+        "\r\x1b[Ksaving [3] (2 of 8): 700.0 MB of 801.0 MB"
+        "\r\x1b[Ksaved\n"
+    )

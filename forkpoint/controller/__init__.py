@@ -12,6 +12,7 @@ from forkpoint.controller.controller import (
     MemoryReport,
     Resumed,
     Rewound,
+    SaveProgress,
 )
 from forkpoint.controller.script import Script, read_script
 
@@ -23,6 +24,7 @@ __all__ = [
     "MemoryReport",
     "Resumed",
     "Rewound",
+    "SaveProgress",
     "Script",
     "read_script",
 ]

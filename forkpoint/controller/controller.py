@@ -13,6 +13,7 @@ Errors the user can act on are ``ForkpointError``; everything else is an interna
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import select
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -36,8 +37,8 @@ from forkpoint.controller.processes import Reaper, describe_status, is_alive, ki
 from forkpoint.controller.resume_point import ResumeCheck
 from forkpoint.controller.script import Script, read_script
 from forkpoint.errors import ForkpointError, ProtocolError
-from forkpoint.persist import store
-from forkpoint.persist.criu import Criu, dump, find_criu, restore
+from forkpoint.persist import pages, store
+from forkpoint.persist.criu import Criu, dump, find_criu, restore, written
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
@@ -86,6 +87,18 @@ class Saved:
     checkpoint: int
     size: int  # bytes on disk
     seconds: float
+
+
+@dataclass(frozen=True)
+class SaveProgress:
+    """Where a save is, for a progress line: checkpoint ``index`` of ``count`` is being
+    written by CRIU, ``written`` bytes of about ``expected`` (its resident memory)."""
+
+    checkpoint: int
+    index: int
+    count: int
+    written: int
+    expected: int
 
 
 @dataclass(frozen=True)
@@ -303,7 +316,9 @@ class Controller:
 
     # ----------------------------------------------------------------- sessions
 
-    def save(self, name: str, ref: str | None = None) -> Saved:
+    def save(
+        self, name: str, ref: str | None = None, progress: Callable[[SaveProgress], None] | None = None
+    ) -> Saved:
         """Save checkpoint ``ref`` (default: the current one) as session ``name`` with CRIU;
         the checkpoint itself stays as it is."""
         node = (
@@ -313,9 +328,9 @@ class Controller:
             raise ForkpointError(
                 f"[{node.id}] was taken in the middle of an input; save one taken between inputs."
             )
-        return self._save(name, [node], "shell")
+        return self._save(name, [node], "shell", progress=progress)
 
-    def save_script(self, name: str) -> Saved:
+    def save_script(self, name: str, progress: Callable[[SaveProgress], None] | None = None) -> Saved:
         """Save a failed script as session ``name``: the checkpoints resume can go on from
         (each top-level one on this branch and the latest one), its sources and versions."""
         script = self.script
@@ -326,10 +341,16 @@ class Controller:
         chosen = [n for n in usable if n.entry is None or n is usable[0]][:MAX_SAVED]
         if not chosen:
             raise ForkpointError("the script took no checkpoint to save.")
-        return self._save(name, chosen, f"run {os.path.basename(script.path)}", script.to_meta())
+        source = f"run {os.path.basename(script.path)}"
+        return self._save(name, chosen, source, script.to_meta(), progress)
 
     def _save(
-        self, name: str, nodes: list[Checkpoint], source: str, script: dict[str, object] | None = None
+        self,
+        name: str,
+        nodes: list[Checkpoint],
+        source: str,
+        script: dict[str, object] | None = None,
+        progress: Callable[[SaveProgress], None] | None = None,
     ) -> Saved:
         criu = find_criu()
         started = time.monotonic()
@@ -341,14 +362,26 @@ class Controller:
         session.kept, session.script = [n.id for n in nodes], script
         attach = str(store.sessions_dir() / store.check_name(name) / "attach.json")
         with store.build(name) as folder:
-            for node in nodes:
+            previous: tuple[Path, dict[str, pages.Index]] | None = None
+            for index, node in enumerate(sorted(nodes, key=lambda n: n.id), 1):
                 images = folder / "images" / str(node.id)
                 images.mkdir(mode=0o700, parents=True)
                 candidate = self._candidate(node, attach, f"{secret}-{node.id}")
+                tick = None
+                if progress is not None:
+                    resident = memory.measure(candidate)
+                    expected = resident.rss if resident else 0
+                    tick = functools.partial(
+                        _tell_progress,
+                        progress,
+                        SaveProgress(node.id, index, len(nodes), 0, expected),
+                        images,
+                    )
                 try:
-                    dump(criu, candidate, str(images), self._rundir or str(folder))
+                    dump(criu, candidate, str(images), self._rundir or str(folder), tick)
                 finally:
                     kill(candidate)
+                previous = (images, pages.share_or_index(images, previous))
             session.images = store.manifest(folder / "images")
             store.write_meta(folder, session)
         size = store.size_of(store.sessions_dir() / name)
@@ -1022,3 +1055,7 @@ def _pgid(pid: int) -> int:
         return os.getpgid(pid)
     except ProcessLookupError:
         return -1
+
+
+def _tell_progress(progress: Callable[[SaveProgress], None], where: SaveProgress, images: Path) -> None:
+    progress(replace(where, written=written(str(images))))

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,17 +121,27 @@ def _failure(work: str, log: str, exc: Exception) -> str:
 
 
 DEADLINE = 300.0  # seconds: CRIU has been seen to spin forever on a damaged image
+TICK = 0.25  # seconds between progress calls during a dump
 
 
-def _within_deadline(client: Any, call: Callable[[], Any], what: str) -> Any:
-    """Run a pycriu call; past DEADLINE, kill its CRIU and say so (SIGALRM: the controller is
-    single-threaded, and a thread would make pycriu's fork unsafe)."""
+def _within_deadline(
+    client: Any, call: Callable[[], Any], what: str, tick: Callable[[], None] | None = None
+) -> Any:
+    """Run a pycriu call; past DEADLINE, kill its CRIU and say so. ``tick`` is called every
+    TICK seconds meanwhile (SIGALRM for both: the controller is single-threaded, and a
+    thread would make pycriu's fork unsafe; Python runs the handler while pycriu waits)."""
+    end = time.monotonic() + DEADLINE
 
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError
+    def alarm(signum: int, frame: object) -> None:
+        if time.monotonic() >= end:
+            raise TimeoutError
+        if tick is not None:
+            with contextlib.suppress(Exception):  # a progress line must never stop a save
+                tick()
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, DEADLINE)
+    previous = signal.signal(signal.SIGALRM, alarm)
+    every = TICK if tick is not None else DEADLINE
+    signal.setitimer(signal.ITIMER_REAL, every, every)
     try:
         return call()
     except TimeoutError:
@@ -144,13 +155,20 @@ def _within_deadline(client: Any, call: Callable[[], Any], what: str) -> Any:
         signal.signal(signal.SIGALRM, previous)
 
 
-def dump(criu: Criu, pid: int, images: str, work: str) -> None:
-    """Dump the process tree of ``pid`` (it ends when dumped); CRIU's log goes to ``work``."""
+def written(images: str) -> int:
+    """Bytes of memory dumped into ``images`` so far (its pages files)."""
+    with os.scandir(images) as entries:
+        return sum(e.stat().st_size for e in entries if e.name.startswith("pages-"))
+
+
+def dump(criu: Criu, pid: int, images: str, work: str, tick: Callable[[], None] | None = None) -> None:
+    """Dump the process tree of ``pid`` (it ends when dumped); CRIU's log goes to ``work``.
+    ``tick`` is called now and then while CRIU writes (see ``written``)."""
     client, fds = _client(criu, images, work, "dump.log")
     client.opts.pid = pid
     client.opts.leave_running = False
     try:
-        _within_deadline(client, client.dump, "saving")
+        _within_deadline(client, client.dump, "saving", tick)
     except ForkpointError:
         raise
     except Exception as exc:  # pycriu raises its own exception types for every failure

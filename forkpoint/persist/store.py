@@ -25,6 +25,7 @@ from typing import Any
 from forkpoint import __version__, paths
 from forkpoint.channel import private_dir
 from forkpoint.errors import ForkpointError
+from forkpoint.persist.pages import PARENT_LINK
 
 __all__ = [
     "META_VERSION",
@@ -118,6 +119,7 @@ def write_private(path: Path, value: Any) -> None:
 
 
 SMALL = 1 << 20  # image files up to this size are hashed; larger ones (pages) checked by size
+LINK = -1  # the manifest's size for a parent link (see persist.pages); its target in place of a hash
 
 
 def manifest(images: Path) -> dict[str, list[Any]]:
@@ -128,12 +130,17 @@ def manifest(images: Path) -> dict[str, list[Any]]:
         size = path.stat().st_size
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if size <= SMALL else None
         found[str(path.relative_to(images))] = [size, digest]
+    for link in sorted(images.glob(f"*/{PARENT_LINK}")):
+        found[str(link.relative_to(images))] = [LINK, os.readlink(link)]
     return found
 
 
 def check_images(name: str, images: Path, expected: dict[str, list[Any]]) -> None:
     for file, (size, digest) in expected.items():
         path = images / file
+        if size == LINK:
+            _check_link(name, images, file, digest)
+            continue
         if not path.is_file():
             raise ForkpointError(f"session {name!r} is damaged: images/{file} is missing.")
         if path.stat().st_size != size:
@@ -142,8 +149,20 @@ def check_images(name: str, images: Path, expected: dict[str, list[Any]]) -> Non
             raise ForkpointError(f"session {name!r} is damaged: images/{file} was changed.")
 
 
+def _check_link(name: str, images: Path, file: str, target: str) -> None:
+    """A checkpoint's link to the images it shares pages with: to a sibling, never out."""
+    path = images / file
+    sibling = re.fullmatch(r"\.\./(\d+)", target)
+    if not path.is_symlink() or os.readlink(path) != target or sibling is None:
+        raise ForkpointError(f"session {name!r} is damaged: images/{file} was changed.")
+    if not (images / sibling.group(1)).is_dir():
+        raise ForkpointError(f"session {name!r} is damaged: images/{sibling.group(1)} is missing.")
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue  # a parent link (persist.pages) to a sibling dir synced on its own
         if path.is_file():
             path.chmod(0o600)
             fd = os.open(path, os.O_RDONLY)
