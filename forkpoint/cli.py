@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     restore = sub.add_parser("restore", help="bring a saved session back and open the shell in it")
     restore.add_argument("name")
     restore.set_defaults(func=_cmd_restore)
+    for option in (restore, resume):
+        option.add_argument(
+            "--lazy",
+            action="store_true",
+            help="ready at once whatever the size: memory is read in as it is touched and in the "
+            "background (userfaultfd); the checkpoint and the head then each hold their own copy of it",
+        )
     for option in (shell, run, restore, resume):
         option.add_argument("--python", help="the interpreter that runs your code (default: forkpoint's own)")
         option.add_argument(
@@ -162,6 +169,7 @@ def _controller(args: argparse.Namespace, render: Renderer) -> Controller:
         on_event=render.event,
         reap_everything=True,
         restore=getattr(args, "restore", None),
+        lazy=getattr(args, "lazy", False),
     )
 
 

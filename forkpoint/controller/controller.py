@@ -20,6 +20,7 @@ import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -193,6 +194,7 @@ class Controller:
         on_event: Callable[[Event], None] | None = None,
         reap_everything: bool = False,
         restore: str | None = None,
+        lazy: bool = False,
     ) -> None:
         self.options = _Options(
             python or sys.executable,
@@ -214,6 +216,8 @@ class Controller:
         self._rundir: str | None = None
         self.socket_path = ""
         self._restore = restore  # start from this saved session instead of a fresh interpreter
+        self._lazy = lazy  # restore it with lazy pages (userfaultfd): ready at once, memory follows
+        self._daemons: list[subprocess.Popen[bytes]] = []  # CRIU lazy-pages daemons
 
     # ----------------------------------------------------------------- life cycle
 
@@ -273,6 +277,10 @@ class Controller:
         for pid in agents:
             if is_alive(pid):
                 kill(pid)
+        for daemon in self._daemons:  # done once the memory is in place; not if we stop first
+            if daemon.poll() is None:
+                daemon.kill()
+            daemon.wait()
         if self.options.reap_everything:
             self._kill_descendants(os.getpid())
         self._reaper.reap()
@@ -425,7 +433,13 @@ class Controller:
             self.script = Script.from_meta(session.script)
 
     def _restore_checkpoint(self, criu: Criu, images: Path, secret: str, cid: int) -> None:
-        pid = restore(criu, str(images), self._rundir or str(images))
+        work = self._rundir or str(images)
+        if self._lazy:
+            work = os.path.join(work, f"lazy-{cid}")  # each daemon listens in its own dir
+            os.mkdir(work, 0o700)
+        pid, daemon = restore(criu, str(images), work, self._lazy)
+        if daemon is not None:
+            self._daemons.append(daemon)
         self._reaper.watch(pid)
         arrival = self._await_arrival(
             lambda h: h["role"] == "restored" and h.get("secret") == secret, HELLO_TIMEOUT, pid

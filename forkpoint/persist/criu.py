@@ -178,18 +178,51 @@ def dump(criu: Criu, pid: int, images: str, work: str, tick: Callable[[], None] 
             os.close(fd)
 
 
-def restore(criu: Criu, images: str, work: str) -> int:
-    """Restore a dumped tree as a child of this process; returns its root's pid."""
+def restore(
+    criu: Criu, images: str, work: str, lazy: bool = False
+) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """Restore a dumped tree as a child of this process; returns its root's pid, and with
+    ``lazy`` the CRIU lazy-pages daemon that serves its memory (see ``_lazy_pages``)."""
     client, fds = _client(criu, images, work, "restore.log")
     client.opts.rst_sibling = True
+    daemon = None
     try:
-        return int(_within_deadline(client, client.restore, "restoring").pid)
-    except ForkpointError:
-        raise
+        if lazy:
+            daemon = _lazy_pages(criu, images, work)
+            client.opts.lazy_pages = True
+        return int(_within_deadline(client, client.restore, "restoring").pid), daemon
     except Exception as exc:
+        if daemon is not None:
+            daemon.kill()
+            daemon.wait()
+        if isinstance(exc, ForkpointError):
+            raise
         raise ForkpointError(
             f"CRIU could not restore the session: {_failure(work, 'restore.log', exc)}."
         ) from None
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _lazy_pages(criu: Criu, images: str, work: str) -> subprocess.Popen[bytes]:
+    """Start CRIU's lazy-pages daemon for a restore: the process comes back without its
+    memory, and each page is filled from the images by userfaultfd when first touched; the
+    daemon copies the rest in the background and exits when all is in place."""
+    daemon = subprocess.Popen(
+        [criu.path, "lazy-pages", "-D", images, "-W", work, "-o", "lazy-pages.log", "-v2"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ready = os.path.join(work, "lazy-pages.socket")
+    deadline = time.monotonic() + 10
+    while not os.path.exists(ready):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            daemon.kill()
+            daemon.wait()
+            raise ForkpointError(
+                "CRIU's lazy-pages daemon did not start (forkpoint doctor says whether userfaultfd works)."
+            )
+        time.sleep(0.002)
+    return daemon

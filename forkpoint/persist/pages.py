@@ -212,7 +212,9 @@ def _share_task(images: Path, path: Path, parent: Index) -> int:
                 equal = _equal_pages(mine, parent, maps, pages, row)
                 for at, length, same in _runs(equal):
                     if same:
-                        entries.append((start + at * PAGE, length, PE_PARENT | (flags & PE_LAZY)))
+                        # never PE_LAZY: CRIU 4.1.1's lazy-pages daemon hangs reading a page
+                        # through a parent link, so a lazy restore fills these up front
+                        entries.append((start + at * PAGE, length, PE_PARENT))
                         saved += length * PAGE
                     else:
                         entries.append((start + at * PAGE, length, flags))
