@@ -7,6 +7,12 @@ Run: ``.venv/bin/python bench/sessions.py [MB]`` (part of ``make bench``; needs 
 - plain CRIU: ``criu dump -t PID`` of a detached python process holding the same array, and
   ``criu restore -d`` of it, through the same CRIU binary.
 - bytes on disk for both.
+- lazy restore (``Controller(restore=..., lazy=True)``, CRIU's lazy-pages daemon): time until
+  the head is ready, and the first full read of the array after it (``a.sum()``), next to the
+  same read after an eager restore.
+- pages shared on disk: ``forkpoint run --on-error save`` of a script that builds the array
+  and then changes 1 MB of it in each of five statements: the session's bytes on disk next to
+  what its checkpoints would take stored whole.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import time
 from pathlib import Path
 
 from forkpoint.controller import Controller
-from forkpoint.persist import store
+from forkpoint.persist import pages, store
 from forkpoint.persist.criu import find_criu
 
 HOLD = """
@@ -77,19 +83,69 @@ def _reap(pid: int) -> None:
             time.sleep(0.01)
 
 
-def forkpoint(n: int) -> tuple[float, float, int]:
+def forkpoint(n: int) -> tuple[float, float, int, float, float, float]:
     null = os.open(os.devnull, os.O_RDWR)
+    stdio = (null, null, null)
     try:
-        with Controller(stdio=(null, null, null)) as c:
+        with Controller(stdio=stdio) as c:
             c.execute(f"import numpy as np\na = np.arange({n}, dtype=np.float64)")
             saved = c.save("bench")
-        t0 = time.perf_counter()
-        with Controller(restore="bench", stdio=(null, null, null)) as c:
-            restored = time.perf_counter() - t0
-            assert c.evaluate("float(a[-1])") == (True, f"{float(n - 1)}")
+        timed = []
+        for lazy in (False, True):
+            t0 = time.perf_counter()
+            with Controller(restore="bench", stdio=stdio, lazy=lazy) as c:
+                ready = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                assert c.evaluate("float(a.sum())") == (True, f"{float(n * (n - 1) // 2)}")
+                timed += [ready, time.perf_counter() - t0]
     finally:
         os.close(null)
-    return saved.seconds, restored, disk(store.sessions_dir() / "bench")
+    restored, read_eager, lazy_ready, read_lazy = timed
+    return saved.seconds, restored, disk(store.sessions_dir() / "bench"), lazy_ready, read_lazy, read_eager
+
+
+SCRIPT = (
+    """
+import numpy as np
+a = np.arange({n}, dtype=np.float64)
+"""
+    + "".join(f"a[{k} << 20 : ({k} << 20) + (1 << 17)] += 1\n" for k in range(1, 6))
+    + "raise RuntimeError('stop')\n"
+)
+
+
+def shared(n: int, work: Path) -> tuple[int, int, int, float]:
+    """Bytes on disk of a script session's checkpoints, what they would take whole, how many."""
+    script = work / "grow.py"
+    script.write_text(SCRIPT.format(n=n))
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("forkpoint")),
+            "run",
+            str(script),
+            "--on-error",
+            "save",
+            "--session",
+            "grow",
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    took = time.perf_counter() - t0
+    if "saved the failure" not in done.stdout:
+        raise SystemExit(done.stdout + done.stderr)
+    images = store.sessions_dir() / "grow" / "images"
+    whole = 0
+    for dump in images.iterdir():
+        for path in pages.task_pagemaps(dump):
+            entries = pages.read_pagemap(path).entries
+            whole += (
+                sum(nr for _, nr, flags in entries if flags & (pages.PE_PRESENT | pages.PE_PARENT))
+                * pages.PAGE
+            )
+    return disk(images), whole, len(list(images.iterdir())), took
 
 
 def main(megabytes: str = "1024") -> None:
@@ -102,12 +158,24 @@ def main(megabytes: str = "1024") -> None:
             shutil.rmtree(Path(tmp) / "plain", ignore_errors=True)
             ourses.append(forkpoint(n))
     plain = tuple(min(p[i] for p in plains) for i in range(3))
-    ours = tuple(min(o[i] for o in ourses) for i in range(3))
+    ours = tuple(min(o[i] for o in ourses) for i in range(6))
     print(f"a session holding a {megabytes} MB numpy array (best of three, alternating)")
     for i, (what, theirs) in enumerate((("save   ", "criu dump   "), ("restore", "criu restore"))):
         ratio = ours[i] / plain[i]
         print(f"  {what}  forkpoint {ours[i]:6.2f} s | plain {theirs} {plain[i]:6.2f} s | {ratio:5.2f}x")
     print(f"  on disk  forkpoint {ours[2] / 1e6:6.0f} MB | plain criu      {plain[2] / 1e6:6.0f} MB")
+    print(
+        f"  restore --lazy: ready in {ours[3]:.2f} s ({ours[3] / plain[1]:.2f}x plain criu restore); "
+        f"then a.sum() {ours[4]:.2f} s, against {ours[5]:.2f} s after an eager restore"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_DATA_HOME"] = tmp
+        stored, whole, count, took = shared(n, Path(tmp))
+    print(
+        f"a script session: {count} checkpoints of a {megabytes} MB array, 1 MB changed between each "
+        f"(run to failure and save {took:.1f} s)"
+    )
+    print(f"  on disk  {stored / 1e6:6.0f} MB | stored whole {whole / 1e6:6.0f} MB | {stored / whole:5.2f}x")
 
 
 if __name__ == "__main__":
