@@ -5,7 +5,8 @@ Run: ``.venv/bin/python bench/sessions.py [MB]`` (part of ``make bench``; needs 
 - forkpoint: ``Controller.save()`` of a shell checkpoint whose namespace holds a numpy array,
   and ``Controller(restore=...)`` until a head is ready for input.
 - plain CRIU: ``criu dump -t PID`` of a detached python process holding the same array, and
-  ``criu restore -d`` of it, through the same CRIU binary.
+  ``criu restore -d`` of it, through the same CRIU binary; and the dump followed by an fsync of
+  its images, since a forkpoint save is durable before it is renamed into place.
 - bytes on disk for both.
 - lazy restore (``Controller(restore=..., lazy=True)``, CRIU's lazy-pages daemon): time until
   the head is ready, and the first full read of the array after it (``a.sum()``), next to the
@@ -47,7 +48,7 @@ def disk(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def plain_criu(n: int, work: Path) -> tuple[float, float, int]:
+def plain_criu(n: int, work: Path) -> tuple[float, float, int, float]:
     criu = find_criu().path
     ready = work / "ready"
     holder = subprocess.Popen(
@@ -62,6 +63,11 @@ def plain_criu(n: int, work: Path) -> tuple[float, float, int]:
     t0 = time.perf_counter()
     subprocess.run([criu, "dump", "-t", str(holder.pid), "-D", str(images), "-o", "dump.log"], check=True)
     dumped = time.perf_counter() - t0
+    for path in images.iterdir():  # what it takes to make the same images durable
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    synced = time.perf_counter() - t0
     holder.wait()
     pidfile = work / "pid"
     t0 = time.perf_counter()
@@ -72,7 +78,7 @@ def plain_criu(n: int, work: Path) -> tuple[float, float, int]:
     pid = int(pidfile.read_text())
     os.kill(pid, signal.SIGKILL)
     _reap(pid)
-    return dumped, restored, disk(images)
+    return dumped, restored, disk(images), synced
 
 
 def _reap(pid: int) -> None:
@@ -157,13 +163,17 @@ def main(megabytes: str = "1024") -> None:
             plains.append(plain_criu(n, Path(tmp)))
             shutil.rmtree(Path(tmp) / "plain", ignore_errors=True)
             ourses.append(forkpoint(n))
-    plain = tuple(min(p[i] for p in plains) for i in range(3))
+    plain = tuple(min(p[i] for p in plains) for i in range(4))
     ours = tuple(min(o[i] for o in ourses) for i in range(6))
     print(f"a session holding a {megabytes} MB numpy array (best of three, alternating)")
     for i, (what, theirs) in enumerate((("save   ", "criu dump   "), ("restore", "criu restore"))):
         ratio = ours[i] / plain[i]
         print(f"  {what}  forkpoint {ours[i]:6.2f} s | plain {theirs} {plain[i]:6.2f} s | {ratio:5.2f}x")
     print(f"  on disk  forkpoint {ours[2] / 1e6:6.0f} MB | plain criu      {plain[2] / 1e6:6.0f} MB")
+    print(
+        f"  save, both durable: forkpoint {ours[0]:.2f} s | plain criu dump + fsync {plain[3]:.2f} s | "
+        f"{ours[0] / plain[3]:5.2f}x"
+    )
     print(
         f"  restore --lazy: ready in {ours[3]:.2f} s ({ours[3] / plain[1]:.2f}x plain criu restore); "
         f"then a.sum() {ours[4]:.2f} s, against {ours[5]:.2f} s after an eager restore"

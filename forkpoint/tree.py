@@ -31,6 +31,7 @@ class Checkpoint:
     at_rest: bool = True
     created: float = field(default_factory=time.time)
     alive: bool = True
+    stored: bool = False  # in a restored session: its process can be brought back from disk
     memory: int | None = None  # bytes only this checkpoint holds (USS), when measured
     site: int | None = None  # in a script: the top-level statement it follows
     version: int | None = None  # in a script: which version of the source was running
@@ -48,6 +49,7 @@ class Checkpoint:
             "source": self.source,
             "label": self.label,
             "at_rest": self.at_rest,
+            "created": self.created,
             "site": self.site,
             "version": self.version,
             "called": list(self.called),
@@ -97,6 +99,9 @@ class CheckpointTree:
         node.alive = False
         node.label = meta["label"] if isinstance(meta.get("label"), str) else None
         node.at_rest = bool(meta.get("at_rest", True))
+        created = meta.get("created")
+        if isinstance(created, (int, float)):
+            node.created = float(created)  # resume says how much work a checkpoint skips
         ints = {k: meta.get(k) for k in ("site", "version", "line", "call")}
         node.site, node.version, node.line, node.call = (
             v if isinstance(v, int) else None for v in ints.values()
@@ -162,7 +167,7 @@ class CheckpointTree:
                 hint = f"labels: {', '.join(labels)}" if labels else "no checkpoint has a label yet"
                 raise ForkpointError(f"no checkpoint is labelled {ref!r}.", hint)
             node = found
-        if not node.alive:
+        if not node.alive and not node.stored:
             raise ForkpointError(
                 f"checkpoint [{node.id}] was evicted to stay within the memory budget.",
                 "raise --memory-budget or --max-checkpoints, or label checkpoints to keep them",

@@ -175,7 +175,7 @@ def _node_text(node: Checkpoint, current: int) -> str:
         text += f" ({node.label})"
     text += f" {node.title}"
     if not node.alive:
-        text += "  (evicted)"
+        text += "  (on disk)" if node.stored else "  (evicted)"
     if node.id == current:
         text += "  <- head"
     return text

@@ -270,12 +270,14 @@ def test_a_script_sessions_checkpoints_share_pages_on_disk(tmp_path: Path, isola
 
 
 def test_a_save_reports_its_progress(monkeypatch: pytest.MonkeyPatch) -> None:
-    """While CRIU writes, the front end is told how far it got (every TICK; shortened here so
-    that a 256 MB save, a fraction of a second, is seen in several steps)."""
+    """While CRIU writes, the front end is told how far it got (every TICK, at the writeback
+    timer's pace; both shortened here so that a 256 MB save, a fraction of a second, is seen
+    in several steps)."""
     from forkpoint.controller import SaveProgress
     from forkpoint.persist import criu
 
     monkeypatch.setattr(criu, "TICK", 0.01)
+    monkeypatch.setattr(criu, "WRITEBACK", 0.005)
     seen: list[SaveProgress] = []
     with Controller() as c:
         c.execute("import numpy as np; a = np.ones((256 << 20) // 8)")
@@ -328,5 +330,30 @@ def test_a_lazy_restore_gives_back_the_same_state(tmp_path: Path) -> None:
             assert mark is not None
             c.rewind(mark - 1)
             assert c.evaluate("float(b.sum()) == total") == (True, "True")
+    finally:
+        os.close(out)
+
+
+def test_a_script_sessions_checkpoints_come_back_only_when_needed(tmp_path: Path, isolated: str) -> None:
+    """Restored processes share no pages, so a script session restores a checkpoint when
+    resume (or a rewind) needs it, not all of them up front."""
+    (tmp_path / "arrays.py").write_text(ARRAYS.format(at="10**9"))
+    run = [FORKPOINT, "run", "arrays.py", "--on-error", "save", "--session", "some"]
+    env = env_for(tmp_path, isolated)
+    done = subprocess.run(run, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    session, _ = store.load("some")
+    (tmp_path / "arrays.py").write_text(ARRAYS.format(at="10**6"))
+    out = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with Controller(restore="some", stdio=(out, out, out)) as c:
+            assert c.tree.alive() == [] and all(c.tree[cid].stored for cid in session.kept)
+            resumed = c.resume()
+            assert resumed.checkpoint == session.checkpoint
+            assert (resumed.result.status, resumed.result.exit_code) == ("exit", 0)
+            assert [n.id for n in c.tree.alive()] == [session.checkpoint]
+            c.rewind(min(session.kept) + 2)  # after `a[:1000] += 1`: the array, before the rest
+            assert c.evaluate("1 <= float(a[0]) < 2, float(a[100500]) != 3") == (True, "(True, True)")
+            assert len(c.tree.alive()) == 2
     finally:
         os.close(out)

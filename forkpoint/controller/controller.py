@@ -218,6 +218,7 @@ class Controller:
         self._restore = restore  # start from this saved session instead of a fresh interpreter
         self._lazy = lazy  # restore it with lazy pages (userfaultfd): ready at once, memory follows
         self._daemons: list[subprocess.Popen[bytes]] = []  # CRIU lazy-pages daemons
+        self._stored: tuple[Path, str] | None = None  # the restored session's dir and secret
 
     # ----------------------------------------------------------------- life cycle
 
@@ -345,7 +346,7 @@ class Controller:
         if script is None:
             raise ForkpointError("there is no script to save.")
         chain = [self.tree[cid] for cid in self.tree.ancestors(self.current)]
-        usable = [n for n in chain if n.alive and n.site is not None]
+        usable = [n for n in chain if (n.alive or n.stored) and n.site is not None]
         chosen = [n for n in usable if n.entry is None or n is usable[0]][:MAX_SAVED]
         if not chosen:
             raise ForkpointError("the script took no checkpoint to save.")
@@ -411,26 +412,37 @@ class Controller:
         return [n.to_meta() for n in sorted(self.tree.nodes.values(), key=lambda n: n.id) if n.id <= upto]
 
     def _start_restored(self, name: str) -> None:
-        """Restore a saved session: CRIU brings the saved checkpoints back, each finds this
+        """Restore a saved session: CRIU brings a saved checkpoint back, it finds this
         controller through the session's attach file and takes the terminal's fds. A shell
-        session gets a head forked from its checkpoint; a script's waits for resume."""
+        session gets a head forked from its checkpoint. A script's checkpoints stay on disk
+        until resume (or a rewind, or a save) needs one: each restored process holds all of
+        its memory, as restored processes share no pages, so bringing back ten checkpoints
+        of a 1 GB script at once would take 10 GB."""
         session, folder = store.load(name)
         store.check_images(name, folder / "images", session.images)
         for entry in session.tree:
             self.tree.restore_node(entry)
-        criu = find_criu()
-        attach = folder / "attach.json"
-        store.write_private(attach, {"socket": self.socket_path, "controller": os.getpid()})
-        try:
-            for cid in session.kept:
-                self._restore_checkpoint(criu, folder / "images" / str(cid), f"{session.secret}-{cid}", cid)
-        finally:
-            attach.unlink(missing_ok=True)
+        for cid in session.kept:
+            self.tree[cid].stored = True
+        self._stored = (folder, session.secret)
         self._state.base = self._state.tip = session.checkpoint
         if session.script is None:
             self._spawn_head_from(self.tree[session.checkpoint])
         else:
             self.script = Script.from_meta(session.script)
+
+    def _bring_back(self, node: Checkpoint) -> None:
+        """Restore a checkpoint of the session this controller started from."""
+        assert self._stored is not None
+        folder, secret = self._stored
+        attach = folder / "attach.json"
+        store.write_private(attach, {"socket": self.socket_path, "controller": os.getpid()})
+        try:
+            self._restore_checkpoint(
+                find_criu(), folder / "images" / str(node.id), f"{secret}-{node.id}", node.id
+            )
+        finally:
+            attach.unlink(missing_ok=True)
 
     def _restore_checkpoint(self, criu: Criu, images: Path, secret: str, cid: int) -> None:
         work = self._rundir or str(images)
@@ -641,7 +653,7 @@ class Controller:
         check = ResumeCheck(script, new, modules)
         first_why = None
         for i, node in enumerate(chain):
-            if not node.alive or node.site is None or node.version is None:
+            if not (node.alive or node.stored) or node.site is None or node.version is None:
                 continue
             why = check.why_not(node, ran_by[i])
             if why is None:
@@ -760,7 +772,7 @@ class Controller:
         self._kill_head(wait=False)
         for aid in self.tree.ancestors(cid):
             node = self.tree[aid]
-            if not node.alive or not node.at_rest:
+            if not (node.alive or node.stored) or not node.at_rest:
                 continue
             try:
                 self._spawn_head_from(node)
@@ -821,6 +833,8 @@ class Controller:
     # ----------------------------------------------------------------- checkpoints
 
     def _checkpoint_channel(self, node: Checkpoint) -> Channel:
+        if not node.alive and node.stored:
+            self._bring_back(node)
         if not node.alive:
             raise ForkpointError(f"checkpoint [{node.id}] was evicted.")
         ch = self._channels.get(node.id)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -125,10 +126,14 @@ TICK = 0.25  # seconds between progress calls during a dump
 
 
 def _within_deadline(
-    client: Any, call: Callable[[], Any], what: str, tick: Callable[[], None] | None = None
+    client: Any,
+    call: Callable[[], Any],
+    what: str,
+    tick: Callable[[], None] | None = None,
+    every: float = TICK,
 ) -> Any:
     """Run a pycriu call; past DEADLINE, kill its CRIU and say so. ``tick`` is called every
-    TICK seconds meanwhile (SIGALRM for both: the controller is single-threaded, and a
+    ``every`` seconds meanwhile (SIGALRM for both: the controller is single-threaded, and a
     thread would make pycriu's fork unsafe; Python runs the handler while pycriu waits)."""
     end = time.monotonic() + DEADLINE
 
@@ -140,7 +145,7 @@ def _within_deadline(
                 tick()
 
     previous = signal.signal(signal.SIGALRM, alarm)
-    every = TICK if tick is not None else DEADLINE
+    every = every if tick is not None else DEADLINE
     signal.setitimer(signal.ITIMER_REAL, every, every)
     try:
         return call()
@@ -161,14 +166,45 @@ def written(images: str) -> int:
         return sum(e.stat().st_size for e in entries if e.name.startswith("pages-"))
 
 
+WRITEBACK = 0.05  # seconds between writeback starts during a dump
+
+
+class _Writeback:
+    """Start writing the pages CRIU has dumped so far to disk while it dumps the rest, so the
+    fsync that makes the session durable finds little left to write (the kernel would
+    otherwise hold a 1 GB dump in the page cache until then: it writes back on its own only
+    past a share of RAM). Calls ``tick`` every TICK seconds too."""
+
+    def __init__(self, images: str, tick: Callable[[], None] | None) -> None:
+        self.images, self.tick, self.told = images, tick, time.monotonic()
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+
+    def __call__(self) -> None:
+        with os.scandir(self.images) as entries:
+            for entry in entries:
+                if entry.name.startswith("pages-"):
+                    fd = os.open(entry.path, os.O_RDONLY)
+                    try:
+                        self.libc.sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+                    finally:
+                        os.close(fd)
+        if self.tick is not None and time.monotonic() - self.told >= TICK:
+            self.told = time.monotonic()
+            self.tick()
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
 def dump(criu: Criu, pid: int, images: str, work: str, tick: Callable[[], None] | None = None) -> None:
     """Dump the process tree of ``pid`` (it ends when dumped); CRIU's log goes to ``work``.
-    ``tick`` is called now and then while CRIU writes (see ``written``)."""
+    ``tick`` is called every TICK seconds while CRIU writes (see ``written``)."""
     client, fds = _client(criu, images, work, "dump.log")
     client.opts.pid = pid
     client.opts.leave_running = False
     try:
-        _within_deadline(client, client.dump, "saving", tick)
+        _within_deadline(client, client.dump, "saving", _Writeback(images, tick), WRITEBACK)
     except ForkpointError:
         raise
     except Exception as exc:  # pycriu raises its own exception types for every failure
