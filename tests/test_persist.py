@@ -114,3 +114,33 @@ def test_bad_sessions_get_one_sentence_and_harm_nothing_else(tmp_path: Path) -> 
     assert store.load("good")[0].name == "good"  # the others harmed nothing
     listed = {s.name: s.source for s in store.list_sessions()}
     assert listed["broken"] == "(damaged)" and listed["good"] == "shell"
+
+
+@pytest.mark.criu
+def test_without_privileges_save_and_restore_say_so_and_harm_nothing(tmp_path: Path) -> None:
+    """Root whose capabilities were dropped (setpriv) stands in for an unprivileged user."""
+    import shutil
+
+    from forkpoint.controller import Controller
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    drop = [setpriv, "--securebits", "+noroot,+noroot_locked", "--bounding-set", "-all", "--inh-caps", "-all"]
+    with Controller() as c:
+        c.execute("x = 41")
+        c.save("kept")
+    environ = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"))
+    done = subprocess.run(
+        [*drop, FORKPOINT, "restore", "kept"], env=environ, capture_output=True, text=True, timeout=120
+    )
+    needs = "needs root (or CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE); this process runs without"
+    assert done.returncode != 0 and f"forkpoint: restoring a session {needs}" in done.stdout + done.stderr
+    saving = "from forkpoint.controller import Controller\nwith Controller() as c:\n    c.save('other')\n"
+    done = subprocess.run(
+        [*drop, sys.executable, "-c", saving], env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert f"ForkpointError: saving a session {needs}" in done.stderr
+    assert [s.name for s in store.list_sessions()] == ["kept"]
+    with Controller(restore="kept") as c:
+        assert c.evaluate("x + 1") == (True, "42")

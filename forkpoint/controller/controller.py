@@ -39,7 +39,7 @@ from forkpoint.controller.resume_point import ResumeCheck
 from forkpoint.controller.script import Script, read_script
 from forkpoint.errors import ForkpointError, ProtocolError
 from forkpoint.persist import pages, store
-from forkpoint.persist.criu import Criu, dump, find_criu, restore, written
+from forkpoint.persist.criu import Criu, dump, find_criu, require_privileges, restore, written
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
@@ -362,6 +362,7 @@ class Controller:
         progress: Callable[[SaveProgress], None] | None = None,
     ) -> Saved:
         criu = find_criu()
+        require_privileges("saving a session")
         started = time.monotonic()
         secret = secrets.token_hex(16)
         latest = max(n.id for n in nodes)
@@ -420,6 +421,8 @@ class Controller:
         of a 1 GB script at once would take 10 GB."""
         session, folder = store.load(name)
         store.check_images(name, folder / "images", session.images)
+        find_criu()
+        require_privileges("restoring a session")
         for entry in session.tree:
             self.tree.restore_node(entry)
         for cid in session.kept:

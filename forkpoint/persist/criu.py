@@ -22,9 +22,11 @@ from typing import Any
 
 from forkpoint.errors import ForkpointError
 
-__all__ = ["Criu", "dump", "find_criu", "restore"]
+__all__ = ["Criu", "dump", "find_criu", "privileges", "require_privileges", "restore"]
 
 MIN_VERSION = (4, 0)
+CAP_SYS_ADMIN = 21
+CAP_CHECKPOINT_RESTORE = 40
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,34 @@ class Criu:
         )
         text = (done.stdout + done.stderr).strip().splitlines()
         return done.returncode == 0, text[-1] if text else ""
+
+
+def privileges() -> tuple[bool, str]:
+    """Whether this process may dump and restore (CRIU needs CAP_SYS_ADMIN for the PID
+    namespace of a saved process, and CAP_CHECKPOINT_RESTORE or root for the rest), and which
+    of them it has. Effective capabilities, not the uid: root without them cannot either."""
+    caps = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                caps = int(line.split()[1], 16)
+    admin, checkpoint = caps >> CAP_SYS_ADMIN & 1, caps >> CAP_CHECKPOINT_RESTORE & 1
+    if admin and checkpoint:
+        return True, "root" if os.geteuid() == 0 else "CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE"
+    missing = " and ".join(
+        n for n, has in (("CAP_SYS_ADMIN", admin), ("CAP_CHECKPOINT_RESTORE", checkpoint)) if not has
+    )
+    return False, f"without {missing}"
+
+
+def require_privileges(doing: str) -> None:
+    """One sentence, before anything is started, when CRIU could not do it."""
+    ok, what = privileges()
+    if not ok:
+        raise ForkpointError(
+            f"{doing} needs root (or CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE); this process runs {what}.",
+            "forkpoint doctor says what works here",
+        )
 
 
 def _candidates() -> list[str]:

@@ -6,20 +6,16 @@ capabilities are read from /proc, a PID namespace is created in a child.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 
 from forkpoint.errors import ForkpointError
-from forkpoint.persist.criu import find_criu
+from forkpoint.persist.criu import find_criu, privileges
 from forkpoint.persist.store import sessions_dir
 
 __all__ = ["Finding", "examine"]
-
-CAP_SYS_ADMIN = 21
-CAP_CHECKPOINT_RESTORE = 40
 
 
 @dataclass(frozen=True)
@@ -41,7 +37,6 @@ def examine() -> list[Finding]:
 
 # Probes run in a child interpreter: only the agent's snapshot module forks forkpoint's processes.
 _FORK = """
-import os
 pid = os.fork()
 if pid == 0:
     os._exit(7)
@@ -90,23 +85,9 @@ def _criu() -> list[Finding]:
     return found
 
 
-def _capabilities() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
-
-
 def _privileges() -> Finding:
-    caps = _capabilities()
-    if os.geteuid() == 0:
-        return Finding("privileges", True, "root")
-    if caps & (1 << CAP_CHECKPOINT_RESTORE) and caps & (1 << CAP_SYS_ADMIN):
-        return Finding("privileges", True, "CAP_CHECKPOINT_RESTORE and CAP_SYS_ADMIN")
-    return Finding(
-        "privileges", False, "not root and without CAP_CHECKPOINT_RESTORE: CRIU cannot dump or restore"
-    )
+    ok, what = privileges()
+    return Finding("privileges", ok, what if ok else f"{what}: CRIU cannot dump or restore")
 
 
 def _pid_namespaces() -> Finding:
