@@ -37,6 +37,7 @@ def examine() -> list[Finding]:
 
 # Probes run in a child interpreter: only the agent's snapshot module forks forkpoint's processes.
 _FORK = """
+import os
 pid = os.fork()
 if pid == 0:
     os._exit(7)
