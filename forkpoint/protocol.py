@@ -60,6 +60,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "eval": {"expr": _STR},
     "complete": {"text": _STR},
     "fork_head": {"fg_pgid": _INT, "resume": (dict, type(None))},
+    "become_head": {"fg_pgid": _INT, "resume": (dict, type(None))},
     "run": {
         "path": _STR,
         "source": _STR,

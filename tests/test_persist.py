@@ -95,7 +95,8 @@ def test_bad_sessions_get_one_sentence_and_harm_nothing_else(tmp_path: Path) -> 
     save("good")
     save("other-python", python="2.7.18")
     save("broken")
-    (store.sessions_dir() / "broken" / "meta.json").write_text('{"version": 1, "name": 3')
+    (store.sessions_dir() / "broken" / "meta.json").write_text('{"version": 2, "name": 3')
+    save("older", version=1)
     save("theirs")
     if os.geteuid() == 0:
         os.chown(store.sessions_dir() / "theirs", 1234, 1234)
@@ -107,6 +108,10 @@ def test_bad_sessions_get_one_sentence_and_harm_nothing_else(tmp_path: Path) -> 
         ForkpointError, match=r"^session 'other-python' was saved by Python 2\.7\.18 and forkpoint"
     ):
         store.load("other-python")
+    with pytest.raises(
+        ForkpointError, match=r"^session 'older' was saved in format 1; this forkpoint reads format 2 only\."
+    ):
+        store.load("older")
     with pytest.raises(ForkpointError, match=r"^there is no session named 'nope'\."):
         store.load("nope")
     with pytest.raises(ForkpointError, match=r"cannot name a session"):

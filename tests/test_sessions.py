@@ -19,7 +19,7 @@ from terminal import Terminal, env_for
 
 from forkpoint.controller import Controller
 from forkpoint.errors import ForkpointError
-from forkpoint.persist import store
+from forkpoint.persist import pages, store
 
 pytestmark = [pytest.mark.criu, pytest.mark.pty]
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
@@ -144,7 +144,7 @@ def test_a_full_disk_during_save_leaves_nothing_behind(
 ) -> None:
     small = tmp_path / "small"
     small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(small)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(small)], check=True)
     try:
         monkeypatch.setenv("XDG_DATA_HOME", str(small))
         with Controller() as c:
@@ -314,13 +314,22 @@ def test_the_progress_line_is_rewritten_in_place_and_cleared() -> None:
 
 def test_a_lazy_restore_gives_back_the_same_state(tmp_path: Path) -> None:
     """With --lazy, CRIU's lazy-pages daemon fills the memory as it is touched; the state is
-    the same, a restored session works as a live one, and the daemon ends with the tool."""
+    the same, a restored session works as a live one, and the daemon ends with the tool. The
+    restored process becomes the head (no fork, so the daemon fills one copy), and a rewind
+    to the saved checkpoint restores it again."""
     with Controller() as c:
         for line in STATE:
             c.execute(line)
         c.execute("b = np.random.default_rng(3).random((64 << 20) // 8); total = float(b.sum())")
         expected = c.evaluate(CHECK)
         c.save("lazy")
+    # Its memory is marked lazy (CRIU's own marking misses it when the candidate's stack
+    # pointer is page-aligned), in entries CRIU's lazy-pages daemon can take.
+    session, folder = store.load("lazy")
+    images = folder / "images" / str(session.checkpoint)
+    lazy = [(n, f) for p in pages.task_pagemaps(images) for _, n, f in pages.read_pagemap(p).entries]
+    assert sum(n for n, f in lazy if f & pages.PE_LAZY) * pages.PAGE > 64 << 20
+    assert max(n for n, _ in lazy) <= pages.MAX_RUN
     out = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         with Controller(restore="lazy", lazy=True, stdio=(out, out, out)) as c:

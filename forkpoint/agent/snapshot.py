@@ -35,7 +35,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from forkpoint.agent import rng as rng_at_fork
 from forkpoint.channel import Channel, connect
@@ -45,6 +45,7 @@ __all__ = ["activate", "active", "arm", "channel", "notify", "take"]
 
 _PR_SET_PDEATHSIG = 1
 _CLONE_NEWPID = 0x20000000
+_ADDR_NO_RANDOMIZE = 0x0040000
 _NVIDIA_MAJOR = 195
 
 
@@ -241,6 +242,10 @@ def _park(saved: _Saved) -> None:
         if msg["op"] == "fork_head" and _fork_head(ch, msg["fg_pgid"], saved):
             _link.directive = msg.get("resume")
             return
+        if msg["op"] == "become_head":  # a restored copy, used once (see Controller)
+            _become_head(ch, msg["fg_pgid"], saved, self_pid())
+            _link.directive = msg.get("resume")
+            return
         if msg["op"] == "probe":
             _fork_probe(ch)
         if msg["op"] == "save":
@@ -271,8 +276,8 @@ def _wait(pid: int) -> None:
 
 
 def _reap_all() -> None:
-    """A parked checkpoint reaps what it forked for a save; a restored one, as the init of its
-    PID namespace, also every orphan (heads forked from it end up its children)."""
+    """A parked checkpoint reaps what it forked for a save; a restored one also the heads it
+    forked (they stay its children: see ``_fork_head``)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -283,11 +288,16 @@ def _reap_all() -> None:
 
 
 def _fork_candidate(ch: Channel, attach: str, secret: str) -> Channel:
-    """For a save: a fork of this checkpoint that CRIU can dump on its own. It is PID 1 of a
-    new PID namespace (a restore then needs none of our pids free), in a session of its own,
-    with /dev/null for stdio and no connection to the controller. The checkpoint answers with
-    its pid and stays as it is. Returns the channel to go on parked on: ours here, and in the
-    candidate restored later, its new connection to the new controller."""
+    """For a save: a fork of this checkpoint that CRIU can dump on its own, in a new PID
+    namespace (a restore then needs none of our pids free) whose init is a small interpreter
+    of its own (see ``_INIT``), in a session of its own, with /dev/null for stdio and no
+    connection to the controller. The checkpoint answers with the init's pid, the root of the
+    tree to dump, and stays as it is. Returns the channel to go on parked on: ours here, and
+    in the candidate restored later, its new connection to the new controller.
+
+    The candidate is not the namespace's init so that, restored, it can become a head
+    itself: when the init of a PID namespace exits, every process in it is killed, and a head
+    is killed at every rewind."""
     pipe = os.pipe()
     middle = os.fork()
     if middle:
@@ -302,30 +312,72 @@ def _fork_candidate(ch: Channel, attach: str, secret: str) -> Channel:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.unshare(_CLONE_NEWPID) != 0:
             os._exit(1)
-        candidate = os.fork()
-        if candidate:
+        init = os.fork()
+        if init:
             os.close(pipe[1])
-            os.waitpid(candidate, 0)
+            os.waitpid(init, 0)
             os._exit(0)
-        os.write(pipe[1], str(int(os.readlink("/proc/self"))).encode())
-        os.close(pipe[1])
-        return _wait_for_restore(ch, attach, secret)
+        os.setsid()
+        detached = os.pipe()
+        if os.fork() == 0:
+            os.close(pipe[1])
+            os.close(detached[0])
+            _detach(ch)
+            os.close(detached[1])  # the init sees EOF: nothing of ours outside is held any more
+            return _wait_for_restore(attach, secret)
+        os.close(detached[1])
+        os.read(detached[0], 1)
+        _exec_init(pipe[1])
     except BaseException:
         os._exit(70)
 
 
-def _wait_for_restore(ch: Channel, attach: str, secret: str) -> Channel:
-    """Detached, wait to be dumped (CRIU ends this process) and, in a restored copy, for the
-    new controller's address: connect, take its terminal's fds, go on as a checkpoint."""
-    global _restored
+# The init of a saved process's PID namespace: it says its pid (as the controller sees it,
+# through /proc), then reaps whatever ends up its child until nothing is left. A fresh
+# interpreter, not a fork of the checkpoint, or CRIU would store the checkpoint's memory twice.
+_INIT = """
+import os, sys
+fd = int(sys.argv[1])
+os.write(fd, os.readlink("/proc/self").encode())
+os.close(fd)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+
+def _exec_init(report: int) -> NoReturn:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, report)
+    os.closerange(report + 1, 1 << 16)
+    os.set_inheritable(report, True)
+    # The same layout and hash seed each time, so the inits of a session's dumps hold the
+    # same pages, which its later dumps then read from the earlier ones (persist.pages).
+    ctypes.CDLL(None, use_errno=True).personality(_ADDR_NO_RANDOMIZE)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    os.execve(sys.executable, [sys.executable, "-S", "-s", "-c", _INIT, str(report)], env)
+
+
+def _detach(ch: Channel) -> None:
+    """Hold nothing outside the saved tree: no controller connection, no terminal."""
     ch.close()
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
+
+
+def _wait_for_restore(attach: str, secret: str) -> Channel:
+    """Wait to be dumped (CRIU ends this process) and, in a restored copy, for the new
+    controller's address: connect, take its terminal's fds, go on as a checkpoint."""
+    global _restored
     while not os.path.exists(attach):
-        time.sleep(0.01)
+        time.sleep(0.002)
     with open(attach) as f:
         where = json.load(f)
     _restored = True
@@ -344,9 +396,9 @@ def _wait_for_restore(ch: Channel, attach: str, secret: str) -> Channel:
 def _fork_head(ch: Channel, fg_pgid: int, saved: _Saved) -> bool:
     """Fork twice so the new head is reparented to the controller; True in that head.
 
-    A restored checkpoint is the init of its own PID namespace, where an orphan goes to it
-    and not to the controller, so it forks once: its head would end up its child anyway, and
-    a fork of its memory (restored on 4 KiB pages) costs about 25 ms per GB."""
+    A restored checkpoint lives in a PID namespace of its own, where an orphan goes to the
+    namespace's init and not to the controller, so it forks once (its head stays its child,
+    and it reaps it): a fork of its memory, restored on 4 KiB pages, costs about 25 ms per GB."""
     origin = self_pid()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

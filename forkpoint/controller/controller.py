@@ -379,7 +379,7 @@ class Controller:
                 candidate = self._candidate(node, attach, f"{secret}-{node.id}")
                 tick = None
                 if progress is not None:
-                    resident = memory.measure(candidate)
+                    resident = memory.measure(node.pid)  # what the candidate, its fork, holds
                     expected = resident.rss if resident else 0
                     tick = functools.partial(
                         _tell_progress,
@@ -391,6 +391,7 @@ class Controller:
                     dump(criu, candidate, str(images), self._rundir or str(folder), tick)
                 finally:
                     kill(candidate)
+                pages.mark_lazy(images)
                 previous = (images, pages.share_or_index(images, previous))
             session.images = store.manifest(folder / "images")
             store.write_meta(folder, session)
@@ -450,18 +451,18 @@ class Controller:
     def _restore_checkpoint(self, criu: Criu, images: Path, secret: str, cid: int) -> None:
         work = self._rundir or str(images)
         if self._lazy:
-            work = os.path.join(work, f"lazy-{cid}")  # each daemon listens in its own dir
-            os.mkdir(work, 0o700)
-        pid, daemon = restore(criu, str(images), work, self._lazy)
+            work = tempfile.mkdtemp(prefix=f"lazy-{cid}-", dir=work)  # each daemon listens in its own
+        init, daemon = restore(criu, str(images), work, self._lazy)
+        self._daemons = [d for d in self._daemons if d.poll() is None]
         if daemon is not None:
             self._daemons.append(daemon)
-        self._reaper.watch(pid)
+        self._reaper.watch(init)  # the init of its PID namespace; the checkpoint is its child
         arrival = self._await_arrival(
-            lambda h: h["role"] == "restored" and h.get("secret") == secret, HELLO_TIMEOUT, pid
+            lambda h: h["role"] == "restored" and h.get("secret") == secret, HELLO_TIMEOUT, init
         )
         socket.send_fds(arrival.channel.sock, [b"F"], list(self.options.stdio or (0, 1, 2)))
         node = self.tree[cid]
-        node.pid, node.alive = pid, True
+        node.pid, node.alive = int(arrival.hello["pid"]), True
         self._channels[cid] = arrival.channel
 
     def checkpoints(self) -> list[Checkpoint]:
@@ -786,9 +787,17 @@ class Controller:
         raise ForkpointError("every checkpoint on this branch is gone; nothing to rewind to.")
 
     def _spawn_head_from(self, node: Checkpoint, resume: Message | None = None) -> None:
+        """Fork a head from ``node``. A saved checkpoint restored lazily becomes the head
+        itself and stays on disk: a fork would have the lazy-pages daemon fill the memory of
+        both, one copy each, and the next use restores it again (a fraction of a second)."""
+        become = self._lazy and node.stored and not node.alive
         ch = self._checkpoint_channel(node)
-        if not ch.send({"op": "fork_head", "fg_pgid": os.getpgrp(), "resume": resume}):
+        op = "become_head" if become else "fork_head"
+        if not ch.send({"op": op, "fg_pgid": os.getpgrp(), "resume": resume}):
             self._lost_checkpoint(node)
+        if become:
+            node.alive = False
+            self._channels.pop(node.id).close()
         try:
             arrival = self._await_arrival(
                 lambda h: h["role"] == "head" and h["origin"] == node.pid, HELLO_TIMEOUT, node.pid

@@ -17,6 +17,8 @@ then entries, each a little-endian u32 size and a protobuf message; a pagemap ho
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import struct
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Index", "PARENT_LINK", "share", "share_or_index"]
+__all__ = ["Index", "PARENT_LINK", "mark_lazy", "share", "share_or_index"]
 
 PAGE = 4096
 PE_PARENT, PE_LAZY, PE_PRESENT = 1, 2, 4
@@ -51,8 +53,63 @@ class Index:
     files: list[Path] = field(default_factory=list)
 
 
+# CRIU's mm image: VMA flags (mmap's) and status bits (criu/include/image.h)
+_MAP_PRIVATE, _MAP_ANONYMOUS, _MAP_LOCKED = 0x02, 0x20, 0x2000
+_VMA_AREA_VSYSCALL, _VMA_AREA_VDSO = 1 << 2, 1 << 3
+
+
+def _one(path: Path, message: Any) -> Any:
+    """The single entry of an image such as mm-N.img or core-N.img."""
+    raw = path.read_bytes()
+    (size,) = _SIZE.unpack_from(raw, 8)
+    return message.FromString(raw[12 : 12 + size])
+
+
+def mark_lazy(images: Path) -> None:
+    """Mark pages lazy (restored on first touch by a lazy restore) as CRIU means to.
+
+    CRIU 4.1.1 leaves out of lazy restore the page that holds a thread's stack pointer, but
+    its test (``is_stack()``, masking with ``~PAGE_MASK``) is true for every page when the
+    stack pointer happens to be page-aligned; a forkpoint candidate waits at the same depth
+    each time, so for one Python version none of its pages was ever lazy. This sets
+    ``PE_LAZY`` on the present runs of private anonymous mappings, keeping the stack
+    pointer's page and the one below eager, as the test meant."""
+    from pycriu.images import core_pb2, mm_pb2  # type: ignore[import-untyped]
+
+    for path in task_pagemaps(images):
+        pid = path.name[8:-4]
+        mm = _one(images / f"mm-{pid}.img", mm_pb2.mm_entry)
+        sp = _one(images / f"core-{pid}.img", core_pb2.core_entry).thread_info.gpregs.sp
+        stack = (sp & ~(PAGE - 1)) - PAGE, (sp & ~(PAGE - 1)) + PAGE
+        lazy = sorted(
+            (v.start, v.end)
+            for v in mm.vmas
+            if v.flags & (_MAP_PRIVATE | _MAP_ANONYMOUS) == _MAP_PRIVATE | _MAP_ANONYMOUS
+            and not v.flags & _MAP_LOCKED
+            and not v.status & (_VMA_AREA_VSYSCALL | _VMA_AREA_VDSO)
+        )
+        pagemap = read_pagemap(path)
+        entries = []
+        for vaddr, nr, flags in pagemap.entries:
+            if flags & (PE_PARENT | PE_LAZY) or not flags & PE_PRESENT:
+                entries.append((vaddr, nr, flags))
+                continue
+            end = vaddr + nr * PAGE
+            cuts = {vaddr, end} | {x for area in (*lazy, stack) for x in area if vaddr < x < end}
+            for a, b in itertools.pairwise(sorted(cuts)):
+                can = not stack[0] <= a < stack[1] and _within(lazy, a)
+                entries.append((a, (b - a) // PAGE, flags | (PE_LAZY if can else 0)))
+        write_pagemap(path, Pagemap(pagemap.magic, pagemap.pages_id, _merge(entries)))
+
+
+def _within(areas: list[tuple[int, int]], address: int) -> bool:
+    """Whether ``address`` lies in one of the sorted, disjoint ``areas``."""
+    at = bisect.bisect_right(areas, (address, 1 << 64)) - 1
+    return at >= 0 and address < areas[at][1]
+
+
 def _messages() -> tuple[Any, Any]:
-    from pycriu.images import pagemap_pb2  # type: ignore[import-untyped]
+    from pycriu.images import pagemap_pb2
 
     return pagemap_pb2.pagemap_head, pagemap_pb2.pagemap_entry
 
@@ -244,8 +301,13 @@ def _copy(src: Any, dst: Any, offset: int, length: int) -> None:
         length -= done
 
 
+MAX_RUN = 256  # pages per pagemap entry: CRIU writes no longer ones, and its lazy-pages
+# daemon fails on a longer one
+
+
 def _merge(entries: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """Join runs that touch and have the same flags (chunks split them)."""
+    """Join runs that touch and have the same flags (chunks split them), in entries of at
+    most MAX_RUN pages."""
     merged: list[tuple[int, int, int]] = []
     for vaddr, nr, flags in entries:
         if merged:
@@ -254,4 +316,8 @@ def _merge(entries: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
                 merged[-1] = (last_vaddr, last_nr + nr, flags)
                 continue
         merged.append((vaddr, nr, flags))
-    return merged
+    capped = []
+    for vaddr, nr, flags in merged:
+        for first in range(0, nr, MAX_RUN):
+            capped.append((vaddr + first * PAGE, min(MAX_RUN, nr - first), flags))
+    return capped

@@ -43,7 +43,7 @@ __all__ = [
     "write_private",
 ]
 
-META_VERSION = 1
+META_VERSION = 2  # 2: the saved tree has an init of its own; dumps share pages
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -189,6 +189,16 @@ def load(name: str) -> tuple[Session, Path]:
         raise ForkpointError(f"session {name!r} belongs to uid {owner}, not to you.")
     try:
         meta = json.loads((folder / "meta.json").read_text())
+        if (
+            isinstance(meta, dict)
+            and isinstance(meta.get("version"), int)
+            and meta["version"] != META_VERSION
+        ):
+            raise ForkpointError(
+                f"session {name!r} was saved in format {meta['version']}; this forkpoint reads format "
+                f"{META_VERSION} only.",
+                "save it again with the forkpoint that made it",
+            )
         session = _from_meta(meta)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ForkpointError(f"session {name!r} is damaged: its meta.json cannot be read ({exc}).") from None
