@@ -35,7 +35,8 @@ STATE = [
 CHECK = "a.sum(), f(21), clahe.getClipLimit(), next(gen), log.read(), random.random(), state"
 
 
-def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str) -> None:
+@pytest.mark.parametrize("lazy", [[], ["--lazy"]], ids=["eager", "lazy"])
+def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str, lazy: list[str]) -> None:
     env = env_for(tmp_path, isolated)
     t = Terminal(["shell"], env)
     try:
@@ -57,7 +58,7 @@ def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str)
     assert header.split() == ["NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE"]
     assert row.split()[0] == "nightly" and row.split()[3] == "shell" and row.split()[4] == "1"
 
-    t = Terminal(["restore", "nightly"], env)
+    t = Terminal(["restore", "nightly", *lazy], env)
     try:
         out = t.wait_prompt()
         assert 'restored "nightly" [' in out
@@ -116,11 +117,14 @@ def test_bad_sessions_say_so_and_others_still_restore(tmp_path: Path, isolated: 
         assert c.evaluate("y") == (True, "'kept'")
 
 
-def test_a_restored_session_takes_ctrl_c_and_input(tmp_path: Path, isolated: str) -> None:
+@pytest.mark.parametrize("lazy", [[], ["--lazy"]], ids=["eager", "lazy"])
+def test_a_restored_session_takes_ctrl_c_and_input(tmp_path: Path, isolated: str, lazy: list[str]) -> None:
+    """Lazily restored, the head is the restored process itself and the roll-back after
+    Ctrl-C restores the checkpoint from disk again."""
     with Controller() as c:
         c.execute("n = 1")
         c.save("keys")
-    t = Terminal(["restore", "keys"], env_for(tmp_path, isolated))
+    t = Terminal(["restore", "keys", *lazy], env_for(tmp_path, isolated))
     try:
         t.wait_prompt()
         t.child.send("while True: n += 1\r")
@@ -136,6 +140,7 @@ def test_a_restored_session_takes_ctrl_c_and_input(tmp_path: Path, isolated: str
         t.finish(":quit")
     finally:
         t.close()
+    assert wait_until(lambda: not processes_with(isolated), timeout=3)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
