@@ -113,7 +113,7 @@ class Renderer:
             title = n.title if len(n.title) <= 48 else n.title[:45] + "..."
             self.line(
                 f"{mark} {n.id:>4} {parent:>6}  {(n.label or ''):<12} {human_age(now - n.created):>5} "
-                f"{human_bytes(n.memory):>9}  {title}"
+                f"{'on disk' if not n.alive else human_bytes(n.memory):>9}  {title}"
             )
 
     def tree(self, tree: CheckpointTree, current: int) -> None:

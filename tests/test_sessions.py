@@ -62,6 +62,8 @@ def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str,
     try:
         out = t.wait_prompt()
         assert 'restored "nightly" [' in out
+        # lazily restored, the checkpoint's process became the head: the checkpoint is on disk
+        assert ("on disk" in t.run(":checkpoints")) == bool(lazy)
         # the same values as before: the generator and the file go on from where they were
         assert t.run(CHECK).strip() == before
         t.run("state['n'] += 1")

@@ -466,9 +466,11 @@ class Controller:
         self._channels[cid] = arrival.channel
 
     def checkpoints(self) -> list[Checkpoint]:
-        """Live checkpoints, oldest first, with freshly measured memory."""
+        """Checkpoints that can be rewound to, oldest first: live ones with freshly measured
+        memory, and a restored session's still on disk."""
         self._measure(force=True)
-        return sorted(self.tree.alive(), key=lambda n: n.id)
+        usable = [n for n in self.tree.nodes.values() if n.alive or n.stored]
+        return sorted(usable, key=lambda n: n.id)
 
     def memory(self) -> MemoryReport:
         total, available = memory.physical_memory()
