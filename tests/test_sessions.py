@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -143,6 +144,27 @@ def test_a_restored_session_takes_ctrl_c_and_input(tmp_path: Path, isolated: str
     finally:
         t.close()
     assert wait_until(lambda: not processes_with(isolated), timeout=3)
+
+
+@pytest.mark.parametrize("lazy", [[], ["--lazy"]], ids=["eager", "lazy"])
+def test_a_killed_controller_takes_a_restored_session_with_it(
+    tmp_path: Path, isolated: str, lazy: list[str]
+) -> None:
+    """SIGKILL of the forkpoint process while a restored head is busy: the namespace's init
+    dies with its parent, and the kernel ends everything in the namespace."""
+    with Controller() as c:
+        c.execute("n = 1")
+        c.save("busy")
+    t = Terminal(["restore", "busy", *lazy], env_for(tmp_path, isolated))
+    try:
+        t.wait_prompt()
+        t.child.send("while True: n += 1\r")
+        time.sleep(0.5)
+        assert len(processes_with(isolated)) >= 3  # controller, the init, the head
+        os.kill(t.pid, signal.SIGKILL)
+        assert wait_until(lambda: not processes_with(isolated), timeout=3)
+    finally:
+        t.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

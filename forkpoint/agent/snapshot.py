@@ -333,10 +333,13 @@ def _fork_candidate(ch: Channel, attach: str, secret: str) -> Channel:
 
 
 # The init of a saved process's PID namespace: it says its pid (as the controller sees it,
-# through /proc), then reaps whatever ends up its child until nothing is left. A fresh
+# through /proc), then reaps whatever ends up its child until nothing is left. It dies with
+# its parent (PR_SET_PDEATHSIG, which CRIU restores: the parent is then the new controller),
+# and the kernel then ends everything in the namespace, a busy head included. A fresh
 # interpreter, not a fork of the checkpoint, or CRIU would store the checkpoint's memory twice.
 _INIT = """
-import os, sys
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
 fd = int(sys.argv[1])
 os.write(fd, os.readlink("/proc/self").encode())
 os.close(fd)
