@@ -29,11 +29,12 @@ STATE = [
     "import numpy as np, cv2, random",
     "a = np.random.default_rng(1).random(10**6); clahe = cv2.createCLAHE(2.0)",
     "def f(x): return x * 2",
+    "adder = (lambda k: lambda x: x + k)(100)  # a closure",
     "gen = (i * i for i in range(10)); next(gen); next(gen)",
     "log = open(__import__('tempfile').mktemp(), 'w+'); log.write('hello world'); log.seek(6)",
     "random.seed(7); state = {'n': 1}",
 ]
-CHECK = "a.sum(), f(21), clahe.getClipLimit(), next(gen), log.read(), random.random(), state"
+CHECK = "a.sum(), f(21), adder(1), clahe.getClipLimit(), next(gen), log.read(), random.random(), state"
 
 
 @pytest.mark.parametrize("lazy", [[], ["--lazy"]], ids=["eager", "lazy"])
@@ -46,7 +47,7 @@ def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str,
             t.run(line)
         current = t.current  # saved below: the state before CHECK reads the generator, file, random
         before = t.run(CHECK).strip()
-        assert ", 42, 2.0, 4, 'world', " in before and before.endswith("{'n': 1})")
+        assert ", 42, 101, 2.0, 4, 'world', " in before and before.endswith("{'n': 1})")
         out = t.run(f":save nightly {current}")
         assert f'saved [{current}] as "nightly": ' in out
         t.finish(":quit")
