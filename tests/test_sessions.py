@@ -396,3 +396,35 @@ def test_a_script_sessions_checkpoints_come_back_only_when_needed(tmp_path: Path
             assert len(c.tree.alive()) == 2
     finally:
         os.close(out)
+
+
+def test_a_restore_that_fails_halfway_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lazy-pages daemon gone when the restored tasks connect to it: the restore fails
+    in one sentence, nothing restored stays behind (the leak check), and the session still
+    restores."""
+    from forkpoint.persist import criu
+
+    with Controller() as c:
+        c.execute("n = 7")
+        c.save("half")
+    start = criu._lazy_pages
+
+    def gone_at_once(*args: str) -> subprocess.Popen[bytes]:
+        daemon = start(*args)  # type: ignore[arg-type]
+        daemon.kill()
+        daemon.wait()
+        return daemon
+
+    monkeypatch.setattr(criu, "_lazy_pages", gone_at_once)
+    out = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        broken = Controller(restore="half", lazy=True, stdio=(out, out, out))
+        with pytest.raises(ForkpointError, match=r"^CRIU could not restore the session: "), broken:
+            pass
+        monkeypatch.setattr(criu, "_lazy_pages", start)
+        with Controller(restore="half", lazy=True, stdio=(out, out, out)) as c:
+            assert c.evaluate("n") == (True, "7")
+    finally:
+        os.close(out)

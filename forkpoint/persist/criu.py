@@ -252,6 +252,7 @@ def restore(
     client, fds = _client(criu, images, work, "restore.log")
     client.opts.rst_sibling = True
     daemon = None
+    before = _children()
     try:
         if lazy:
             daemon = _lazy_pages(criu, images, work)
@@ -261,6 +262,7 @@ def restore(
         if daemon is not None:
             daemon.kill()
             daemon.wait()
+        _end(_children() - before)
         if isinstance(exc, ForkpointError):
             raise
         raise ForkpointError(
@@ -269,6 +271,25 @@ def restore(
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _children() -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process().children()}
+
+
+def _end(pids: set[int]) -> None:
+    """A failed restore can leave half-restored tasks behind as our children (with
+    ``rst_sibling`` the restored root is our child); end them, and with them their PID
+    namespace. Seen when the lazy-pages daemon failed after CRIU had restored the tasks
+    ("Failed sending restore finished indication")."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _lazy_pages(criu: Criu, images: str, work: str) -> subprocess.Popen[bytes]:
