@@ -121,18 +121,28 @@ def test_bad_sessions_say_so_and_others_still_restore(tmp_path: Path, isolated: 
         assert c.evaluate("y") == (True, "'kept'")
 
 
+def _busy_restored(tmp_path: Path, isolated: str, lazy: list[str]) -> Terminal:
+    """A session holding ``n = 1``, restored in a terminal whose head then counts forever."""
+    with Controller() as c:
+        c.execute("n = 1")
+        c.save("busy")
+    t = Terminal(["restore", "busy", *lazy], env_for(tmp_path, isolated))
+    try:
+        t.wait_prompt()
+        t.child.send("while True: n += 1\r")
+    except BaseException:
+        t.close()
+        raise
+    return t
+
+
 @pytest.mark.parametrize("lazy", [[], ["--lazy"]], ids=["eager", "lazy"])
 def test_a_restored_session_takes_ctrl_c_and_input(tmp_path: Path, isolated: str, lazy: list[str]) -> None:
     """Lazily restored, the head is the restored process itself and the roll-back after
     Ctrl-C restores the checkpoint from disk again."""
-    with Controller() as c:
-        c.execute("n = 1")
-        c.save("keys")
-    t = Terminal(["restore", "keys", *lazy], env_for(tmp_path, isolated))
+    t = _busy_restored(tmp_path, isolated, lazy)
     try:
-        t.wait_prompt()
-        t.child.send("while True: n += 1\r")
-        time.sleep(1.0)  # running
+        time.sleep(0.5)  # running
         t.child.sendintr()  # the head is in another session: the controller passes Ctrl-C on
         out = t.wait_prompt()
         assert "KeyboardInterrupt" in out and "rolled back to [" in out
@@ -153,13 +163,8 @@ def test_a_killed_controller_takes_a_restored_session_with_it(
 ) -> None:
     """SIGKILL of the forkpoint process while a restored head is busy: the namespace's init
     dies with its parent, and the kernel ends everything in the namespace."""
-    with Controller() as c:
-        c.execute("n = 1")
-        c.save("busy")
-    t = Terminal(["restore", "busy", *lazy], env_for(tmp_path, isolated))
+    t = _busy_restored(tmp_path, isolated, lazy)
     try:
-        t.wait_prompt()
-        t.child.send("while True: n += 1\r")
         time.sleep(0.5)
         assert len(processes_with(isolated)) >= 3  # controller, the init, the head
         os.kill(t.pid, signal.SIGKILL)
