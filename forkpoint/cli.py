@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
             "--lazy",
             action="store_true",
             help="ready at once whatever the size: memory is read in as it is touched and in the "
-            "background (userfaultfd); the checkpoint and the head then each hold their own copy of it",
+            "background (userfaultfd); the saved checkpoint stays on disk, and a rewind to it "
+            "restores it again",
         )
     for option in (shell, run, restore, resume):
         option.add_argument("--python", help="the interpreter that runs your code (default: forkpoint's own)")
