@@ -301,8 +301,8 @@ def _copy(src: Any, dst: Any, offset: int, length: int) -> None:
         length -= done
 
 
-MAX_RUN = 256  # pages per pagemap entry: CRIU writes no longer ones, and its lazy-pages
-# daemon fails on a longer one
+MAX_RUN = 256  # pages per pagemap entry, as CRIU writes them: its lazy-pages daemon failed on
+# one entry of 2 GB (512 MB passed; a length in an int, most likely)
 
 
 def _merge(entries: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
