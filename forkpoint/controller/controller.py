@@ -39,7 +39,7 @@ from forkpoint.controller.resume_point import ResumeCheck
 from forkpoint.controller.script import Script, read_script
 from forkpoint.errors import ForkpointError, ProtocolError
 from forkpoint.persist import pages, store
-from forkpoint.persist.criu import Criu, dump, find_criu, require_privileges, restore, written
+from forkpoint.persist.criu import TICK, Criu, dump, find_criu, require_privileges, restore, written
 from forkpoint.protocol import PROTOCOL_VERSION, Message
 from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 
@@ -326,10 +326,15 @@ class Controller:
     # ----------------------------------------------------------------- sessions
 
     def save(
-        self, name: str, ref: str | None = None, progress: Callable[[SaveProgress], None] | None = None
+        self,
+        name: str,
+        ref: str | None = None,
+        progress: Callable[[SaveProgress], None] | None = None,
+        progress_every: float = TICK,
     ) -> Saved:
         """Save checkpoint ``ref`` (default: the current one) as session ``name`` with CRIU;
-        the checkpoint itself stays as it is."""
+        the checkpoint itself stays as it is. ``progress`` is told every ``progress_every``
+        seconds while CRIU writes."""
         node = (
             self.tree.resolve(ref, self.current) if ref else self.tree[self.tree.at_rest_base(self.current)]
         )
@@ -337,9 +342,14 @@ class Controller:
             raise ForkpointError(
                 f"[{node.id}] was taken in the middle of an input; save one taken between inputs."
             )
-        return self._save(name, [node], "shell", progress=progress)
+        return self._save(name, [node], "shell", None, progress, progress_every)
 
-    def save_script(self, name: str, progress: Callable[[SaveProgress], None] | None = None) -> Saved:
+    def save_script(
+        self,
+        name: str,
+        progress: Callable[[SaveProgress], None] | None = None,
+        progress_every: float = TICK,
+    ) -> Saved:
         """Save a failed script as session ``name``: the checkpoints resume can go on from
         (each top-level one on this branch and the latest one), its sources and versions."""
         script = self.script
@@ -351,7 +361,7 @@ class Controller:
         if not chosen:
             raise ForkpointError("the script took no checkpoint to save.")
         source = f"run {os.path.basename(script.path)}"
-        return self._save(name, chosen, source, script.to_meta(), progress)
+        return self._save(name, chosen, source, script.to_meta(), progress, progress_every)
 
     def _save(
         self,
@@ -360,6 +370,7 @@ class Controller:
         source: str,
         script: dict[str, object] | None = None,
         progress: Callable[[SaveProgress], None] | None = None,
+        progress_every: float = TICK,
     ) -> Saved:
         criu = find_criu()
         require_privileges("saving a session")
@@ -388,7 +399,7 @@ class Controller:
                         images,
                     )
                 try:
-                    dump(criu, candidate, str(images), self._rundir or str(folder), tick)
+                    dump(criu, candidate, str(images), self._rundir or str(folder), tick, progress_every)
                 finally:
                     kill(candidate)
                 pages.mark_lazy(images)

@@ -203,10 +203,10 @@ class _Writeback:
     """Start writing the pages CRIU has dumped so far to disk while it dumps the rest, so the
     fsync that makes the session durable finds little left to write (the kernel would
     otherwise hold a 1 GB dump in the page cache until then: it writes back on its own only
-    past a share of RAM). Calls ``tick`` every TICK seconds too."""
+    past a share of RAM). Calls ``tick`` every ``every`` seconds too."""
 
-    def __init__(self, images: str, tick: Callable[[], None] | None) -> None:
-        self.images, self.tick, self.told = images, tick, time.monotonic()
+    def __init__(self, images: str, tick: Callable[[], None] | None, every: float) -> None:
+        self.images, self.tick, self.every, self.told = images, tick, every, time.monotonic()
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 
@@ -219,7 +219,7 @@ class _Writeback:
                         self.libc.sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
                     finally:
                         os.close(fd)
-        if self.tick is not None and time.monotonic() - self.told >= TICK:
+        if self.tick is not None and time.monotonic() - self.told >= self.every:
             self.told = time.monotonic()
             self.tick()
 
@@ -227,14 +227,22 @@ class _Writeback:
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def dump(criu: Criu, pid: int, images: str, work: str, tick: Callable[[], None] | None = None) -> None:
+def dump(
+    criu: Criu,
+    pid: int,
+    images: str,
+    work: str,
+    tick: Callable[[], None] | None = None,
+    every: float = TICK,
+) -> None:
     """Dump the process tree of ``pid`` (it ends when dumped); CRIU's log goes to ``work``.
-    ``tick`` is called every TICK seconds while CRIU writes (see ``written``)."""
+    ``tick`` is called every ``every`` seconds while CRIU writes (see ``written``)."""
     client, fds = _client(criu, images, work, "dump.log")
     client.opts.pid = pid
     client.opts.leave_running = False
     try:
-        _within_deadline(client, client.dump, "saving", _Writeback(images, tick), WRITEBACK)
+        writeback = _Writeback(images, tick, every)
+        _within_deadline(client, client.dump, "saving", writeback, min(WRITEBACK, every))
     except ForkpointError:
         raise
     except Exception as exc:  # pycriu raises its own exception types for every failure
