@@ -113,7 +113,7 @@ def held(kind: str, size: int, dirty: int) -> tuple[int, int]:
     with Controller(stdio=(null, null, null), max_checkpoints=10_000, memory_budget=1 << 50) as c:
         setup = ok(c, SETUP[kind].format(size=size))
         ok(c, DIRTY[kind].format(n=dirty))
-        mem = measure(c.tree[setup].pid)
+        mem = measure(c.view()[setup].pid)
         assert mem is not None
     os.close(null)
     return mem.uss, mem.page_tables

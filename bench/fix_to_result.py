@@ -58,7 +58,7 @@ def resume_once(work: Path, frames: str) -> tuple[float, int]:
             resumed = c.resume()
             elapsed = time.perf_counter() - t0
             assert resumed.result.status == "exit", resumed.result.traceback
-            site = c.tree[resumed.checkpoint].site
+            site = c.view()[resumed.checkpoint].site
             assert site is not None
             return elapsed, site + 1
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pexpect
 
-from forkpoint.controller.processes import with_environ
+from forkpoint.controller.supervisor import with_environ
 
 PROMPT = re.compile(r"\[(\d+)\]>>>\x1b\[")
 STEPS = [

@@ -184,6 +184,7 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from forkpoint.controller.results import Status
     from forkpoint.shell.render import Renderer, human_bytes
 
     on_error = "shell" if args.interactive else args.on_error or ("shell" if sys.stdin.isatty() else "exit")
@@ -194,12 +195,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = controller.run_script(
             args.script, args.script_args, tuple(sites.entries), sites.lines, watch
         )
-        if result.status == "exit" and args.interactive:
+        if result.status is Status.EXIT and args.interactive:
             from forkpoint.shell.repl import Shell
 
             controller.script_ended()
             return Shell(controller, render).run()
-        if result.status == "exit":
+        if result.status is Status.EXIT:
             return result.exit_code or 0
         render.result(result)
         if on_error == "save":
@@ -221,6 +222,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     """Restore a saved script session and resume it with the files as they are now."""
+    from forkpoint.controller.results import Status
     from forkpoint.shell.render import Renderer
 
     render = Renderer()
@@ -231,7 +233,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
                 f"session {args.name!r} was saved from the shell.", f"forkpoint restore {args.name}"
             )
         result = controller.resume().result
-        if result.status == "exit":
+        if result.status is Status.EXIT:
             return result.exit_code or 0
         render.result(result)
         if not sys.stdin.isatty():
@@ -274,9 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except ForkpointError as exc:
+        from forkpoint.shell.messages import hint
+
         print(f"forkpoint: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"  ({exc.hint})", file=sys.stderr)
+        if (said := hint(exc)) is not None:
+            print(f"  ({said})", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

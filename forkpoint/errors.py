@@ -10,21 +10,37 @@ Policy (kept everywhere in forkpoint):
   shell boundary, which prints "internal error", the traceback and where the logs are.
 * A forkpoint exception never unwinds through user frames: the agent catches its own
   failures and exits the forked child instead.
+* The engine's sentences name no front end's commands or flags: where the fix is a command,
+  the error carries a ``Reason`` and each front end gives the hint in its own words.
 """
 
 from __future__ import annotations
 
-__all__ = ["ForkpointError", "ProtocolError"]
+from enum import Enum
+
+__all__ = ["ForkpointError", "ProtocolError", "Reason"]
+
+
+class Reason(Enum):
+    """What kind of refusal an engine error is, for front ends that hint at their own fix."""
+
+    NO_SUCH_CHECKPOINT = "no such checkpoint"
+    EVICTED = "evicted"
+    NO_SCRIPT = "no script"
+    NOT_A_SCRIPT_CHECKPOINT = "not a script checkpoint"
 
 
 class ForkpointError(Exception):
     """Something the user asked for cannot be done; the message says what and why."""
 
-    def __init__(self, message: str, hint: str | None = None, exit_code: int = 2) -> None:
+    def __init__(
+        self, message: str, hint: str | None = None, exit_code: int = 2, reason: Reason | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.exit_code = exit_code
+        self.reason = reason
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"

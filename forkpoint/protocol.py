@@ -43,7 +43,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "call": _OPT_INT,
         "outer": (list,),
     },
-    "notice": {"text": _STR},
+    # kind: swapped, threads, cuda, no_checkpoint (names: what it concerns); text: from an
+    # agent of an older forkpoint, which said its notices in words
+    "notice": {"kind": _OPT_STR, "names": (list, type(None)), "text": _OPT_STR},
     "module": {"name": _STR, "path": _STR, "source": _STR},
     "candidate": {"pid": _INT},
     "result": {

@@ -2,20 +2,58 @@
 
 Ids are small integers handed out in order and never reused within a controller's life;
 checkpoint 0 is the fresh interpreter. A checkpoint that was evicted stays in the tree (so
-lineage and ``:tree`` stay meaningful) but is no longer ``alive``.
+lineage and a drawn tree stay meaningful) but its state is ``GONE``.
 
 The eviction policy lives here too, as a pure function, so it is tested without forking.
+Front ends get frozen ``CheckpointView``s and a ``TreeView``, never the live nodes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
-from forkpoint.errors import ForkpointError
+from forkpoint.errors import ForkpointError, Reason
 
-__all__ = ["Checkpoint", "CheckpointTree", "choose_evictions", "on_stack"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointState",
+    "CheckpointTree",
+    "CheckpointView",
+    "TreeView",
+    "choose_evictions",
+    "on_stack",
+]
+
+
+class CheckpointState(Enum):
+    """Where a checkpoint's state is held. Its transitions are ``Checkpoint`` methods."""
+
+    ALIVE = "alive"  # a parked process
+    RESTORED = "restored"  # a parked process brought back from a saved session, still on disk too
+    ON_DISK = "on disk"  # in a saved session only: restored when something needs it
+    LAZY_ON_DISK = "lazy on disk"  # the same, restored with lazy pages: it becomes the head itself
+    GONE = "gone"  # evicted, or its process ended; kept in the tree for lineage
+
+    @property
+    def alive(self) -> bool:
+        """A process holds it now."""
+        return self in (CheckpointState.ALIVE, CheckpointState.RESTORED)
+
+    @property
+    def stored(self) -> bool:
+        """A saved session holds it."""
+        return self in (CheckpointState.RESTORED, CheckpointState.ON_DISK, CheckpointState.LAZY_ON_DISK)
+
+    @property
+    def usable(self) -> bool:
+        """It can be rewound to: alive, or brought back from disk."""
+        return self is not CheckpointState.GONE
+
 
 # The current branch keeps this many recent checkpoints; older ones only at power-of-two depths.
 DENSE = 8
@@ -30,8 +68,10 @@ class Checkpoint:
     label: str | None = None
     at_rest: bool = True
     created: float = field(default_factory=time.time)
-    alive: bool = True
-    stored: bool = False  # in a restored session: its process can be brought back from disk
+    state: CheckpointState = CheckpointState.ALIVE
+    # In a restored session, how its saved copy comes back (ON_DISK or LAZY_ON_DISK): the
+    # state it returns to when its restored process ends. None: it has no saved copy.
+    restore_as: CheckpointState | None = None
     memory: int | None = None  # bytes only this checkpoint holds (USS), when measured
     site: int | None = None  # in a script: the top-level statement it follows
     version: int | None = None  # in a script: which version of the source was running
@@ -40,6 +80,47 @@ class Checkpoint:
     line: int | None = None  # ... before this line of that call (None: at the call's entry)
     call: int | None = None  # ... which call of that function it is
     outer: tuple[str, ...] = ()  # ... the functions running further out, innermost first
+
+    @property
+    def alive(self) -> bool:
+        return self.state.alive
+
+    @property
+    def stored(self) -> bool:
+        return self.state.stored
+
+    @property
+    def usable(self) -> bool:
+        return self.state.usable
+
+    def came_back(self, pid: int) -> None:
+        """Its saved process was restored and is parked under ``pid``."""
+        self.pid, self.state = pid, CheckpointState.RESTORED
+
+    def ended(self) -> None:
+        """Its process is gone (evicted, lost, became the head, or the controller closed): a
+        saved one goes back to disk, any other is gone for good."""
+        self.state = self.restore_as or CheckpointState.GONE
+        if self.restore_as is not None:
+            self.memory = None
+
+    def view(self) -> CheckpointView:
+        return CheckpointView(
+            self.id,
+            self.parent,
+            self.pid,
+            self.source,
+            self.title,
+            self.label,
+            self.at_rest,
+            self.created,
+            self.state,
+            self.memory,
+            self.site,
+            self.entry,
+            self.line,
+            self.call,
+        )
 
     def to_meta(self) -> dict[str, Any]:
         """What a saved session keeps of this checkpoint (plain JSON)."""
@@ -89,14 +170,15 @@ class CheckpointTree:
         self._next += 1
         return node
 
-    def restore_node(self, meta: dict[str, Any]) -> Checkpoint:
-        """Add a checkpoint of a saved session, as not alive (its process comes back later, or
-        not at all); ids are kept, so they go on as they were."""
+    def restore_node(self, meta: dict[str, Any], state: CheckpointState) -> Checkpoint:
+        """Add a checkpoint of a saved session in ``state`` (on disk, or gone when it was not
+        saved); ids are kept, so they go on as they were."""
         parent = meta.get("parent")
         node = self.add(parent if isinstance(parent, int) else None, 0, str(meta.get("source", "")))
         if node.id != meta.get("id"):
             raise ValueError(f"saved checkpoint {meta.get('id')} restored as {node.id}")
-        node.alive = False
+        node.state = state
+        node.restore_as = state if state.stored else None
         node.label = meta["label"] if isinstance(meta.get("label"), str) else None
         node.at_rest = bool(meta.get("at_rest", True))
         created = meta.get("created")
@@ -119,6 +201,17 @@ class CheckpointTree:
 
     def alive(self) -> list[Checkpoint]:
         return [n for n in self.nodes.values() if n.alive]
+
+    def usable(self) -> list[Checkpoint]:
+        """Checkpoints that can be rewound to (alive or on disk), oldest first."""
+        return sorted((n for n in self.nodes.values() if n.usable), key=lambda n: n.id)
+
+    def chain(self, cid: int) -> list[Checkpoint]:
+        """``cid``'s node and its ancestors' nodes, nearest first."""
+        return [self.nodes[aid] for aid in self.ancestors(cid)]
+
+    def view(self, current: int) -> TreeView:
+        return TreeView(MappingProxyType({cid: n.view() for cid, n in self.nodes.items()}), current)
 
     def children(self, cid: int) -> list[Checkpoint]:
         return [n for n in self.nodes.values() if n.parent == cid]
@@ -158,7 +251,7 @@ class CheckpointTree:
             node = self.nodes[chain[steps]]
         elif ref.isdigit():
             if int(ref) not in self.nodes:
-                raise ForkpointError(f"there is no checkpoint [{ref}].", ":checkpoints lists them")
+                raise ForkpointError(f"there is no checkpoint [{ref}].", reason=Reason.NO_SUCH_CHECKPOINT)
             node = self.nodes[int(ref)]
         else:
             found = self.latest_with_label(ref)
@@ -167,10 +260,10 @@ class CheckpointTree:
                 hint = f"labels: {', '.join(labels)}" if labels else "no checkpoint has a label yet"
                 raise ForkpointError(f"no checkpoint is labelled {ref!r}.", hint)
             node = found
-        if not node.alive and not node.stored:
+        if not node.usable:
             raise ForkpointError(
                 f"checkpoint [{node.id}] was evicted to stay within the memory budget.",
-                "raise --memory-budget or --max-checkpoints, or label checkpoints to keep them",
+                reason=Reason.EVICTED,
             )
         return node
 
@@ -234,3 +327,54 @@ def choose_evictions(tree: CheckpointTree, current: int, budget: int, max_count:
         count -= 1
         total -= alive[cid].memory or 0
     return evict
+
+
+@dataclass(frozen=True)
+class CheckpointView:
+    """What a front end may know of a checkpoint: a frozen copy, never the live node."""
+
+    id: int
+    parent: int | None
+    pid: int
+    source: str
+    title: str
+    label: str | None
+    at_rest: bool
+    created: float
+    state: CheckpointState
+    memory: int | None
+    site: int | None
+    entry: str | None
+    line: int | None
+    call: int | None
+
+    @property
+    def alive(self) -> bool:
+        return self.state.alive
+
+    @property
+    def stored(self) -> bool:
+        return self.state.stored
+
+
+@dataclass(frozen=True)
+class TreeView:
+    """The whole tree as frozen views, and the checkpoint the head is at."""
+
+    nodes: Mapping[int, CheckpointView]
+    current: int
+
+    def __getitem__(self, cid: int) -> CheckpointView:
+        return self.nodes[cid]
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self.nodes
+
+    def __iter__(self) -> Iterator[CheckpointView]:
+        return iter(sorted(self.nodes.values(), key=lambda n: n.id))
+
+    def children(self, cid: int) -> list[CheckpointView]:
+        return [n for n in self if n.parent == cid]
+
+    def alive(self) -> list[CheckpointView]:
+        return [n for n in self if n.alive]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from forkpoint.controller import Status
 from forkpoint.errors import ForkpointError
 from forkpoint.shell.render import human_bytes
 
@@ -39,7 +40,7 @@ def cmd_resume(shell: Shell, args: str) -> None:
     resumed = shell.controller.resume(parts[1] if parts else None)
     shell.frame = 0
     result = resumed.result
-    if result.status == "exit":
+    if result.status is Status.EXIT:
         raise Quit(result.exit_code or 0)
     shell.render.result(result)
 
@@ -75,7 +76,7 @@ def cmd_checkpoints(shell: Shell, args: str) -> None:
 
 def cmd_tree(shell: Shell, args: str) -> None:
     """:tree                   show the checkpoint tree and where the head is"""
-    shell.render.tree(shell.controller.tree, shell.controller.current)
+    shell.render.tree(shell.controller.view())
 
 
 def cmd_rewind(shell: Shell, args: str) -> None:
@@ -106,9 +107,8 @@ def cmd_diff(shell: Shell, args: str) -> None:
     parts = args.split()
     if not 1 <= len(parts) <= 2:
         raise ForkpointError(":diff needs one or two checkpoints.", "for example :diff 2 5")
-    a = shell.controller.tree.resolve(parts[0], shell.controller.current).id
-    b = shell.controller.tree.resolve(parts[1], shell.controller.current).id if len(parts) > 1 else None
-    b = shell.controller.current if b is None else b
+    a = shell.controller.find(parts[0]).id
+    b = shell.controller.find(parts[1]).id if len(parts) > 1 else shell.controller.current
     shell.render.diff(a, b, shell.controller.diff(a, b))
 
 

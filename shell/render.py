@@ -10,9 +10,12 @@ import sys
 import time
 from typing import TextIO
 
-from forkpoint.controller import Change, Event, ExecResult, MemoryReport, SaveProgress
+from forkpoint.controller import Change, ExecResult, MemoryReport, SaveProgress, Status
+from forkpoint.controller.events import Event, Output, Stream
+from forkpoint.errors import ForkpointError
 from forkpoint.persist.store import Session, sessions_dir
-from forkpoint.tree import Checkpoint, CheckpointTree
+from forkpoint.shell.messages import death_text, event_style, event_text, hint
+from forkpoint.tree import CheckpointView, TreeView
 
 __all__ = ["Renderer", "human_bytes", "human_age"]
 
@@ -69,27 +72,27 @@ class Renderer:
         self._partial = True
 
     def event(self, event: Event) -> None:
-        style = {
-            "notice": "warn",
-            "died": "error",
-            "evicted": "dim",
-            "interrupt": "warn",
-            "resume": "info",
-        }.get(event.kind)
-        self.line(f"forkpoint: {event.text}", style)
+        if isinstance(event, Output):  # pipes mode: the head's own output, as it wrote it
+            stream = self.out if event.stream is Stream.STDOUT else self.err
+            stream.write(event.text)
+            stream.flush()
+            return
+        self.line(f"forkpoint: {event_text(event)}", event_style(event))
 
-    def error(self, message: str) -> None:
-        self.line(f"forkpoint: {message}", "error")
+    def error(self, exc: ForkpointError) -> None:
+        said = hint(exc)
+        self.line(f"forkpoint: {exc.message}" + (f" ({said})" if said else ""), "error")
 
     def result(self, result: ExecResult) -> None:
         if result.traceback:
             self.line(result.traceback.rstrip("\n"), "error", self.err)
-        if result.status == "died" and result.rolled_back_to is None:
-            self.line(f"the script's process {result.death}; edit the file and resume to go on", "error")
-        elif result.status == "died":
-            self.line(f"the head {result.death}; rewound to [{result.rolled_back_to}]", "error")
+        death = death_text(result.death)
+        if result.status is Status.DIED and result.rolled_back_to is None:
+            self.line(f"the script's process {death}; edit the file and resume to go on", "error")
+        elif result.status is Status.DIED:
+            self.line(f"the head {death}; rewound to [{result.rolled_back_to}]", "error")
         elif result.rolled_back_to is not None:
-            what = "interrupted; rolled back" if result.status == "interrupted" else "rolled back"
+            what = "interrupted; rolled back" if result.status is Status.INTERRUPTED else "rolled back"
             self.line(f"{what} to [{result.rolled_back_to}]", "info")
 
     def sessions(self, found: list[Session]) -> None:
@@ -104,7 +107,7 @@ class Renderer:
         for row in rows:
             self.line("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
-    def checkpoints(self, nodes: list[Checkpoint], current: int) -> None:
+    def checkpoints(self, nodes: list[CheckpointView], current: int) -> None:
         now = time.time()
         self.line(f"  {'ID':>4} {'PARENT':>6}  {'LABEL':<12} {'AGE':>5} {'MEMORY':>9}  INPUT", "bold")
         for n in nodes:
@@ -116,8 +119,8 @@ class Renderer:
                 f"{'on disk' if not n.alive else human_bytes(n.memory):>9}  {title}"
             )
 
-    def tree(self, tree: CheckpointTree, current: int) -> None:
-        for text in tree_lines(tree, current):
+    def tree(self, tree: TreeView) -> None:
+        for text in tree_lines(tree):
             self.line(text)
 
     def diff(self, a: int, b: int, changes: list[Change]) -> None:
@@ -151,14 +154,14 @@ class Renderer:
             )
 
 
-def tree_lines(tree: CheckpointTree, current: int) -> list[str]:
+def tree_lines(tree: TreeView) -> list[str]:
     """The tree with linear chains kept flat and only branches indented."""
     lines: list[str] = []
     stack: list[tuple[int, str, str]] = [(0, "", "")] if 0 in tree else []
     while stack:
         cid, lead, rest = stack.pop()
         while True:
-            lines.append(lead + _node_text(tree[cid], current))
+            lines.append(lead + _node_text(tree[cid], tree.current))
             kids = sorted(c.id for c in tree.children(cid))
             if len(kids) != 1:
                 break
@@ -169,7 +172,7 @@ def tree_lines(tree: CheckpointTree, current: int) -> list[str]:
     return lines
 
 
-def _node_text(node: Checkpoint, current: int) -> str:
+def _node_text(node: CheckpointView, current: int) -> str:
     text = f"[{node.id}]"
     if node.label:
         text += f" ({node.label})"

@@ -24,7 +24,7 @@ from pygments.lexers.python import PythonLexer
 from forkpoint import __version__, paths
 from forkpoint.agent.namespace import completion_token
 from forkpoint.channel import private_dir
-from forkpoint.controller import Controller, ExecResult, Rewound
+from forkpoint.controller import Controller, ExecResult, Rewound, Status
 from forkpoint.errors import ForkpointError
 from forkpoint.shell.commands import POSTMORTEM_WORDS, Quit, dispatch
 from forkpoint.shell.render import Renderer
@@ -165,7 +165,7 @@ class Shell:
             except Quit as stop:
                 return stop.code
             except ForkpointError as exc:
-                self.render.error(str(exc))
+                self.render.error(exc)
                 continue
             if code is not None:
                 return code
@@ -189,16 +189,16 @@ class Shell:
         return self.show_result(result)
 
     def show_result(self, result: ExecResult) -> int | None:
-        if result.status == "exit":
+        if result.status is Status.EXIT:
             return result.exit_code or 0
         self.render.result(result)
         return None
 
     def show_rewind(self, rewound: Rewound) -> None:
         self.render.line(f"rewound to [{rewound.checkpoint}]", "info")
-        if rewound.continued is not None and rewound.continued.status == "paused":
+        if rewound.continued is not None and rewound.continued.status is Status.PAUSED:
             self.frame = 0
-            title = self.controller.tree[rewound.checkpoint].title
+            title = self.controller.view()[rewound.checkpoint].title
             self.render.line(
                 f"paused {title}; inputs run there (up/down move), resume goes on from here", "info"
             )

@@ -25,7 +25,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from terminal import Terminal, env_for, wait_until  # noqa: E402
 
 from forkpoint.controller import Controller  # noqa: E402
-from forkpoint.controller.processes import with_environ  # noqa: E402
+from forkpoint.controller.events import Event  # noqa: E402
+from forkpoint.controller.supervisor import with_environ  # noqa: E402
+from forkpoint.shell.messages import NOTICES, event_text  # noqa: E402
+
+
+def said(events: list[Event], *kinds: type) -> list[str]:
+    """What the terminal says for the events of these types (default: its notices)."""
+    return [event_text(e) for e in events if isinstance(e, kinds or NOTICES)]
 
 
 def processes_with(marker: str) -> list[int]:
@@ -99,4 +106,4 @@ class ScriptRun:
         return resumed.where, self.output.read_text()[mark:]
 
     def notices(self) -> list[str]:
-        return [e.text for e in self.c.events if e.kind == "notice"]
+        return said(self.c.events)

@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import said
 
 from forkpoint.controller import Controller
-from forkpoint.controller.processes import is_alive
+from forkpoint.controller.events import Evicted, HeadDied
+from forkpoint.controller.supervisor import is_alive
 from forkpoint.errors import ForkpointError
+from forkpoint.shell.messages import death_text
 
 
 def value(c: Controller, expr: str) -> str:
@@ -69,7 +72,7 @@ def test_branches_keep_their_own_state(controller: Controller) -> None:
     assert value(controller, "items") == "['left']"
     controller.rewind(right)
     assert value(controller, "items") == "['right']"
-    assert {n.id for n in controller.tree.children(fork_point)} == {left, right}
+    assert {n.id for n in controller.view().children(fork_point)} == {left, right}
 
 
 def test_relative_and_labelled_rewind_and_undo(controller: Controller) -> None:
@@ -188,7 +191,7 @@ def test_a_dying_head_is_replaced(controller: Controller, code: str, death: str)
     run(controller, "x = 41")
     result = controller.execute(code)
     assert result.status == "died" and result.rolled_back_to == 1
-    assert result.death is not None and death in result.death
+    assert result.death is not None and death in death_text(result.death)
     assert value(controller, "x + 1") == "42"
 
 
@@ -197,7 +200,7 @@ def test_head_killed_while_idle_is_noticed(controller: Controller) -> None:
     assert controller.head_pid is not None
     os.kill(controller.head_pid, signal.SIGKILL)
     assert value(controller, "x") == "5"
-    assert any(e.kind == "died" and "SIGKILL" in e.text for e in controller.events)
+    assert any("SIGKILL" in text for text in said(controller.events, HeadDied))
 
 
 def test_interrupt_rolls_back(controller: Controller) -> None:
@@ -239,7 +242,7 @@ def test_threads_are_named_once(controller: Controller) -> None:
         "t.start()",
     )
     run(controller, "x = 1")
-    notices = [e.text for e in controller.events if e.kind == "notice"]
+    notices = said(controller.events)
     assert len(notices) == 1 and "poller" in notices[0]
 
 
@@ -251,13 +254,13 @@ def test_max_checkpoints_evicts_old_ones(tmp_path: Path) -> None:
             c.label("start")
             for _ in range(30):
                 run(c, "x += 1")
-            alive = c.tree.alive()
+            alive = c.view().alive()
             assert len(alive) <= 10
-            assert c.tree.resolve("start", c.current).alive
+            assert c.find("start").alive
             c.rewind("start")
             assert value(c, "x") == "0"
-            assert any(e.kind == "evicted" for e in c.events)
-            evicted = next(n for n in c.tree.nodes.values() if not n.alive)
+            assert said(c.events, Evicted)
+            evicted = next(n for n in c.view() if not n.alive)
             with pytest.raises(ForkpointError, match="evicted"):
                 c.rewind(evicted.id)
     finally:
@@ -273,7 +276,7 @@ def test_memory_budget_evicts_big_checkpoints(tmp_path: Path) -> None:
                 run(c, f"a[:] = {i + 1}")  # each leaves 80 MB only in the checkpoint before
             report = c.memory()
             assert report.held <= (150 << 20) + (40 << 20), report
-            assert any(e.kind == "evicted" for e in c.events)
+            assert said(c.events, Evicted)
     finally:
         os.close(null)
 
@@ -305,7 +308,7 @@ def test_close_leaves_nothing(output: Path) -> None:
     )
     for _ in range(3):
         run(c, "x = 1")
-    pids = [n.pid for n in c.tree.alive()] + [c.head_pid]
+    pids = [n.pid for n in c.view().alive()] + [c.head_pid]
     rundir = os.path.dirname(c.socket_path)
     c.close()
     os.close(null)
@@ -395,7 +398,7 @@ def test_other_users_cannot_reach_or_talk_to_the_controller(controller: Controll
         assert as_nobody(rundir, "control.sock") == "dropped"
     finally:
         os.chmod(rundir, 0o700)
-    assert any("refused a connection from uid 65534" in e.text for e in controller.events)
+    assert any("refused a connection from uid 65534" in text for text in said(controller.events))
 
 
 def test_the_head_imports_nothing_heavy(controller: Controller) -> None:

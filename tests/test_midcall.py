@@ -340,7 +340,7 @@ def test_a_hot_line_site_keeps_the_checkpoints_that_start_the_running_call(
         with Controller(stdio=(out, out, out), max_checkpoints=30) as c:
             result = c.run_script(str(script), [], entries=("run",), lines=(5,))
             assert result.status == "error"
-            alive = {n.id: n for n in c.tree.alive()}
+            alive = {n.id: n for n in c.view().alive()}
             assert len(alive) <= 30
             kinds = {(n.entry, n.line) for n in alive.values()}
             assert ("run", None) in kinds  # the entry of the running call

@@ -38,7 +38,7 @@ def test_doctor_measures_what_works_here(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("ok  fork checkpoints")
     assert any(line.startswith("ok  CRIU") and " 4." in line for line in lines)
-    assert any(line.startswith("ok  criu check") and "Looks good." in line for line in lines)
+    assert any(line.startswith("ok  criu check") and "Looks good." in line for line in lines), done.stdout
     assert any(line.startswith("ok  pycriu") for line in lines)
     assert any("PID conflicts" in line and "pid_max" in line for line in lines)
     assert any("session store" in line and str(tmp_path / "data") in line for line in lines)
@@ -61,6 +61,31 @@ def test_a_missing_or_old_criu_gets_one_sentence(tmp_path: Path, monkeypatch: py
     monkeypatch.delenv("FORKPOINT_CRIU")
     done = cli(tmp_path, "doctor", FORKPOINT_CRIU=str(old))
     assert done.returncode == 1 and "NO  CRIU" in done.stdout and "3.17" in done.stdout
+
+
+# What CRIU 4.1.1 prints: a first run where /run is no tmpfs logs a warning after its verdict.
+LOGGING_CRIU = """#!/bin/sh
+case "$*" in
+  --version) echo 'Version: 4.1.1' ;;
+  check) echo 'Looks good.'; echo "Warn  (criu/kerndat.c:1285): Can't keep kdat cache on non-tempfs" >&2 ;;
+  *) echo 'Error (criu/cr-check.c:1239): Non-cooperative UFFD is not supported' >&2; exit 1 ;;
+esac
+"""
+
+
+def test_a_criu_check_is_told_by_its_verdict_not_by_its_log(tmp_path: Path) -> None:
+    """CRIU says its verdict on stdout and logs on stderr: a warning logged by a check that
+    passed is no verdict; a check that failed is told by the error it logged."""
+    criu = tmp_path / "criu"
+    criu.write_text(LOGGING_CRIU)
+    criu.chmod(0o755)
+    done = cli(tmp_path, "doctor", FORKPOINT_CRIU=str(criu))
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert "ok criu check Looks good." in lines, done.stdout + done.stderr
+    assert (
+        "NO userfaultfd (lazy restore) Error (criu/cr-check.c:1239): Non-cooperative UFFD is not supported"
+        in lines
+    ), done.stdout + done.stderr
 
 
 def test_sessions_are_private_listed_and_removed(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import said
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forkpoint.controller import Controller
+from forkpoint.controller.events import Evicted
 from forkpoint.errors import ForkpointError
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -71,7 +73,7 @@ def test_fix_and_resume_prints_what_a_fresh_run_prints(script_run: Run, tmp_path
     assert resumed.where == 'line 17: print("detected", sum(len(d) for d in detections), "boxes")'
     expected = fresh_run(script, "4")
     assert first + script_run.new_output() == expected
-    assert any(e.kind == "notice" and "draw" in e.text for e in script_run.c.events)
+    assert any("draw" in text for text in said(script_run.c.events))
 
 
 def test_a_change_above_the_failure_resumes_from_before_it(script_run: Run, tmp_path: Path) -> None:
@@ -91,7 +93,7 @@ def test_resume_from_a_chosen_checkpoint(script_run: Run, tmp_path: Path) -> Non
     result = script_run.c.run_script(str(script), [])
     assert result.status == "exit" and result.exit_code == 2
     script_run.new_output()
-    target = next(n.id for n in script_run.c.tree.nodes.values() if n.site == 1)
+    target = next(n.id for n in script_run.c.view() if n.site == 1)
     resumed = script_run.c.resume(str(target))
     assert resumed.result.exit_code == 2 and script_run.new_output() == "n 1\n"
 
@@ -201,7 +203,7 @@ def test_batch_resumes_inside_the_failed_call_with_new_code(script_run: Run, tmp
     for i in (1, 2, 3):
         old_calls = old_calls.replace(f"'video{i}.mp4:", "'video{}.mp4:")
     assert after == old_calls
-    notices = [e.text for e in script_run.c.events if e.kind == "notice"]
+    notices = said(script_run.c.events)
     assert any(
         "calls 1-3 of process() in this statement ran the old code; resume --from" in n for n in notices
     )
@@ -254,10 +256,10 @@ def test_a_hot_site_keeps_a_bounded_number_of_checkpoints(tmp_path: Path, output
         with Controller(stdio=(out, out, out), max_checkpoints=40) as c:
             result = c.run_script(str(script), [], entries=("f",))
             assert result.status == "exit" and result.exit_code == 0
-            assert len(c.tree.alive()) <= 40
-            kept = sorted(n.id for n in c.tree.alive())
+            assert len(c.view().alive()) <= 40
+            kept = sorted(n.id for n in c.view().alive())
             assert kept[-8:] == list(range(kept[-1] - 7, kept[-1] + 1))  # the latest ones, dense
-            assert [e.kind for e in c.events].count("evicted") == 1  # said once, not per checkpoint
+            assert len(said(c.events, Evicted)) == 1  # said once, not per checkpoint
     finally:
         os.close(out)
     assert output.read_text() == "249500\n"

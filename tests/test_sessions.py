@@ -390,13 +390,13 @@ def test_a_script_sessions_checkpoints_come_back_only_when_needed(tmp_path: Path
     out = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         with Controller(restore="some", stdio=(out, out, out)) as c:
-            assert c.tree.alive() == [] and all(c.tree[cid].stored for cid in session.kept)
+            assert c.view().alive() == [] and all(c.view()[cid].stored for cid in session.kept)
             resumed = c.resume()
             assert resumed.checkpoint == session.checkpoint
             assert (resumed.result.status, resumed.result.exit_code) == ("exit", 0)
-            assert [n.id for n in c.tree.alive()] == [session.checkpoint]
+            assert [n.id for n in c.view().alive()] == [session.checkpoint]
             c.rewind(min(session.kept) + 2)  # after `a[:1000] += 1`: the array, before the rest
             assert c.evaluate("1 <= float(a[0]) < 2, float(a[100500]) != 3") == (True, "(True, True)")
-            assert len(c.tree.alive()) == 2
+            assert len(c.view().alive()) == 2
     finally:
         os.close(out)

@@ -52,8 +52,8 @@ def test_tree_keeps_chains_flat_and_indents_branches() -> None:
     tree.add(1, 3, "b = 2")
     tree.add(1, 4, "b = 3")
     tree.add(3, 5, "c = 4")
-    tree[2].alive = False
-    assert tree_lines(tree, 4) == [
+    tree[2].ended()
+    assert tree_lines(tree.view(4)) == [
         "[0] (fresh interpreter)",
         "[1] a = 1",
         "├─[2] b = 2  (evicted)",

@@ -20,7 +20,7 @@ def chain(n: int) -> CheckpointTree:
 
 def test_ids_are_never_reused_and_zero_is_the_root() -> None:
     tree = chain(3)
-    tree[2].alive = False
+    tree[2].ended()
     node = tree.add(1, 999, "y = 1")
     assert node.id == 3 and tree[0].parent is None
 
@@ -49,7 +49,7 @@ def test_resolve_errors_say_what_is_wrong(ref: str, message: str) -> None:
 
 def test_evicted_checkpoint_cannot_be_rewound_to() -> None:
     tree = chain(4)
-    tree[1].alive = False
+    tree[1].ended()
     with pytest.raises(ForkpointError, match=r"\[1\] was evicted"):
         tree.resolve("1", 3)
 

@@ -65,7 +65,7 @@ def _on_exec(msg: Message) -> None:
         try:
             pid = snapshot.take(at_rest=True)
         except OSError as exc:
-            snapshot.notify(f"no checkpoint after this input: fork failed ({exc.strerror}).")
+            snapshot.notify("no_checkpoint", [exc.strerror or str(exc)])
         if pid is None:
             return  # this is a new head, rewound to the checkpoint just taken: not a reply
     snapshot.channel().send(

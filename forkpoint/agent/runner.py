@@ -276,7 +276,7 @@ def _apply(directive: dict[str, Any]) -> None:
         _remember(path, file.module, source)
         swapped += swap_functions(file.source, _files[path])
     if swapped:
-        snapshot.notify(f"new code for {', '.join(sorted(swapped))}")
+        snapshot.notify("swapped", sorted(swapped))
 
 
 def _run_rest(path: str, source: str, start: int) -> None:

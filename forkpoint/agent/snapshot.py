@@ -34,6 +34,7 @@ import stat
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -109,8 +110,9 @@ def _hello(role: str, origin: int | None, secret: str | None = None) -> dict[str
     return msg
 
 
-def notify(text: str, once: str | None = None) -> None:
-    """Have the front end show a notice; with ``once``, at most once per key.
+def notify(kind: str, names: Sequence[str] = (), once: str | None = None) -> None:
+    """Have the front end show a notice (``kind`` with its ``names``: data, the front end
+    says it in words); with ``once``, at most once per key.
 
     The head waits until the front end has shown it: the notice then sits in the terminal
     exactly between what the program printed before and after, unbuffered output included.
@@ -122,7 +124,7 @@ def notify(text: str, once: str | None = None) -> None:
     if _link is None:
         return
     _flush()
-    if _link.channel.send({"op": "notice", "text": text}):
+    if _link.channel.send({"op": "notice", "kind": kind, "names": list(names)}):
         try:
             _link.channel.recv(timeout=NOTICE_TIMEOUT)  # "noted", or None when the controller is gone
         except TimeoutError:
@@ -512,11 +514,7 @@ def _warn_cuda() -> None:
     with open("/proc/self/maps") as maps:
         if "libcuda.so" not in maps.read():
             return
-    notify(
-        "this process has initialised CUDA: a rewound head cannot use CUDA (device memory and "
-        "the driver's context are not copied by fork); see docs/architecture.md, 'CUDA'.",
-        once="cuda",
-    )
+    notify("cuda", once="cuda")
 
 
 def _warn_threads() -> bool:
@@ -526,12 +524,8 @@ def _warn_threads() -> bool:
         return False
     others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if others:
-        names = ", ".join(sorted(others))
-        notify(
-            f"threads {names} are running: checkpoints hold only the thread that takes them, "
-            "so a rewound head runs without them.",
-            once=f"threads:{names}",
-        )
+        names = sorted(others)
+        notify("threads", names, once=f"threads:{','.join(names)}")
     return bool(others)
 
 

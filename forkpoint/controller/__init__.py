@@ -1,30 +1,41 @@
-"""The controller: owns the checkpoint tree and the agents' connections; emits events.
+"""The controller: the engine that owns the checkpoint tree and the agents' connections.
 
-It never writes to a terminal: front ends (the shell) call its methods and render the
-results and events it hands them.
+It never writes to a terminal: front ends (the shell, the CLI) call ``Controller``'s methods
+and render the results and typed events (``forkpoint.controller.events``) it hands them.
 """
 
-from forkpoint.controller.controller import (
+from forkpoint.controller import events
+from forkpoint.controller.controller import Controller, Output, default_budget
+from forkpoint.controller.results import (
     Change,
-    Controller,
-    Event,
+    ChangeKind,
     ExecResult,
     MemoryReport,
     Resumed,
     Rewound,
+    Saved,
     SaveProgress,
+    Status,
 )
 from forkpoint.controller.script import Script, read_script
+from forkpoint.controller.supervisor import Death, DeathKind
 
 __all__ = [
     "Change",
+    "ChangeKind",
     "Controller",
-    "Event",
+    "Death",
+    "DeathKind",
     "ExecResult",
     "MemoryReport",
+    "Output",
     "Resumed",
     "Rewound",
     "SaveProgress",
+    "Saved",
     "Script",
+    "Status",
+    "default_budget",
+    "events",
     "read_script",
 ]

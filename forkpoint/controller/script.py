@@ -111,9 +111,9 @@ class Script:
                 changed[path] = now
         return changed
 
-    def follow_lines(self, new: str, modules: dict[str, str]) -> list[str]:
+    def follow_lines(self, new: str, modules: dict[str, str]) -> list[tuple[str, int]]:
         """Move the line checkpoints to where their statements are in the new sources; returns
-        what to tell the user about those that are gone."""
+        those that are gone with their statements, as (path, line)."""
         gone = []
         for path, lines in list(self.lines.items()):
             old = self.versions[-1] if path == self.path else self.module_versions[-1].get(path)
@@ -122,12 +122,7 @@ class Script:
                 continue
             old_tree, new_tree = ast.parse(old), ast.parse(now)
             moved = [(line, follow_line(old_tree, new_tree, line)) for line in lines]
-            name = os.path.basename(path)
-            gone += [
-                f"the checkpoint before line {line} of {name} is gone with its statement"
-                for line, n in moved
-                if n is None
-            ]
+            gone += [(path, line) for line, n in moved if n is None]
             self.lines[path] = [n for _, n in moved if n is not None]
         return gone
 

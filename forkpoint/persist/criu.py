@@ -35,17 +35,26 @@ class Criu:
     version: tuple[int, int]
 
     def check(self) -> tuple[bool, str]:
-        """``criu check``: whether dump and restore can work here, and CRIU's last word."""
+        """``criu check``: whether dump and restore can work here, and CRIU's verdict."""
         done = subprocess.run([self.path, "check"], capture_output=True, text=True, timeout=60)
-        text = (done.stdout + done.stderr).strip().splitlines()
-        return done.returncode == 0, text[-1] if text else f"exit status {done.returncode}"
+        return _verdict(done, f"exit status {done.returncode}")
 
     def lazy_pages(self) -> tuple[bool, str]:
         done = subprocess.run(
             [self.path, "check", "--feature", "uffd-noncoop"], capture_output=True, text=True, timeout=60
         )
-        text = (done.stdout + done.stderr).strip().splitlines()
-        return done.returncode == 0, text[-1] if text else ""
+        return _verdict(done, "")
+
+
+def _verdict(done: subprocess.CompletedProcess[str], silent: str) -> tuple[bool, str]:
+    """What a ``criu check`` concluded, in its words. CRIU prints its verdict ("Looks good.",
+    "uffd-noncoop is supported") on stdout and its log on stderr, so a check that passed is told
+    by stdout alone: the log may still end in a warning that is no verdict, such as the "Can't
+    keep kdat cache on non-tempfs" of the first CRIU run on a machine whose /run is no tmpfs.
+    A check that failed is told by its last line, the log's last error; ``silent`` when none."""
+    ok = done.returncode == 0
+    text = (done.stdout if ok else done.stdout + done.stderr).strip().splitlines()
+    return ok, text[-1] if text else silent
 
 
 def privileges() -> tuple[bool, str]:

@@ -7,20 +7,102 @@ entry the function itself may have changed: it is called again. Before a line in
 the path to that line must be unchanged (``lines.prefix_key``), and the function may not also
 be running further out (recursion), since those outer calls would go on with the old code.
 A module whose top level changed must not have been imported by then.
+
+Everything here is a pure function of the tree, the script's versions and the new sources:
+``choose_resume`` picks the checkpoint, ``old_calls`` says what of the resumed call's
+statement ran the old code. Tests call them directly, with no process.
 """
 
 from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from forkpoint.controller.script import Script
 from forkpoint.instrument import lines as sitelines
 from forkpoint.instrument.diff import diff_sources, functions
-from forkpoint.tree import Checkpoint
+from forkpoint.tree import Checkpoint, CheckpointTree
 
-__all__ = ["ResumeCheck"]
+__all__ = ["Blocker", "Choice", "OldCalls", "ResumeCheck", "Why", "choose_resume", "old_calls"]
+
+
+class Why(Enum):
+    """Why a checkpoint cannot go on with the new code."""
+
+    GONE_FUNCTION = "the function it is in is not in the new code"
+    RECURSION = "the function changed and also runs further out"
+    EDIT_ABOVE_LINE = "the edit is above its line in its function"
+    TOP_LEVEL = "the edit changes top-level code that had run"
+    MODULE_TOP_LEVEL = "a module imported by then changed outside its functions"
+    OUTER_CHANGED = "a changed function runs further out"
+    RAN_OLD_CODE = "changed functions had already run"
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """Why not, as data: ``names`` are the functions (or the module) concerned, ``line`` the
+    line of a line checkpoint."""
+
+    why: Why
+    names: tuple[str, ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Where a resume goes on: ``node`` (checkpoint 0: from the start), and, when a later
+    checkpoint could not, which one and why."""
+
+    node: Checkpoint
+    blocked: tuple[int, Blocker] | None = None
+
+
+@dataclass(frozen=True)
+class OldCalls:
+    """``calls`` earlier calls of ``function`` in the resumed statement ran its old code; a
+    resume from ``redo_from`` (None: only a new run) redoes them."""
+
+    function: str
+    calls: int
+    redo_from: int | None
+
+
+def choose_resume(tree: CheckpointTree, current: int, check: ResumeCheck) -> Choice:
+    """The latest checkpoint on ``current``'s branch that the new code can continue."""
+    chain = tree.chain(current)
+    ran_by: list[set[str]] = []  # ran_by[i]: functions first called at or before chain[i]
+    ran: set[str] = set()
+    for node in reversed(chain):
+        ran = ran | set(node.called)
+        ran_by.append(ran)
+    ran_by.reverse()
+    blocked = None
+    for i, node in enumerate(chain):
+        if not node.usable or node.site is None or node.version is None:
+            continue
+        why = check.why_not(node, ran_by[i])
+        if why is None:
+            return Choice(node, blocked)
+        blocked = blocked or (node.id, why)
+    return Choice(tree[0])
+
+
+def old_calls(tree: CheckpointTree, node: Checkpoint) -> OldCalls | None:
+    """Earlier calls of the function ``node`` is the entry (or a line) of, in the same
+    top-level statement: they ran the old code. None when there were none."""
+    site = node.site
+    if node.entry is None or site is None or node.call is None:
+        return None
+    chain = tree.chain(node.id)[1:]
+    earlier = [
+        n.call for n in chain if n.entry == node.entry and n.site == site and n.call and n.call < node.call
+    ]
+    if not earlier:
+        return None
+    before = next((n for n in chain if n.entry is None and n.site is not None and n.site < site), None)
+    return OldCalls(node.entry, node.call - min(earlier), before.id if before else None)
 
 
 @dataclass
@@ -68,30 +150,30 @@ class ResumeCheck:
                 found.reimport.add(name)
         return found
 
-    def why_not(self, node: Checkpoint, ran: set[str]) -> str | None:
-        """None when ``node`` can go on with the new code; else the reason, in words.
+    def why_not(self, node: Checkpoint, ran: set[str]) -> Blocker | None:
+        """None when ``node`` can go on with the new code; else why not.
         ``ran``: functions first called (and modules imported) at or before ``node``."""
         assert node.version is not None and node.site is not None
         changes = self.changes(node.version)
         inside = node.entry
         if inside is not None:
             if inside in changes.removed:
-                return f"{inside}() is not in the new code"
+                return Blocker(Why.GONE_FUNCTION, (inside,))
             if inside in changes.changed and inside in node.outer:
-                return f"{inside}() is also running further out, where its old code would go on"
+                return Blocker(Why.RECURSION, (inside,))
             if node.line is not None and not self._same_way_in(node):
-                return f"the edit is above line {node.line} in {inside}()"
+                return Blocker(Why.EDIT_ABOVE_LINE, (inside,), node.line)
         if changes.first_unswappable is not None and changes.first_unswappable <= node.site:
-            return "the edit changes top-level code that had run by then"
+            return Blocker(Why.TOP_LEVEL)
         imported = sorted(name for name in changes.reimport if f"import:{name}" in ran)
         if imported:
-            return f"module {imported[0]} changed outside its functions, and it had been imported by then"
+            return Blocker(Why.MODULE_TOP_LEVEL, (imported[0],))
         stale = sorted((ran - {inside}) & changes.changed)
         running = [f for f in stale if f in node.outer]
         if running:
-            return f"{running[0]}() is running further out and changed, so it would go on with its old code"
+            return Blocker(Why.OUTER_CHANGED, (running[0],))
         if stale:
-            return f"{', '.join(f + '()' for f in stale)} had already run the old code"
+            return Blocker(Why.RAN_OLD_CODE, tuple(stale))
         return None
 
     def _same_way_in(self, node: Checkpoint) -> bool:

@@ -1,0 +1,173 @@
+"""The checkpoint pool: the tree, the parked checkpoints' connections, memory accounting and
+eviction.
+
+A parked checkpoint is a paused process blocked on its connection; ``send`` and ``ask`` are
+the one way to tell or ask it something, with one timeout policy: a checkpoint that does not
+answer in time is reported, one whose connection ended is lost (a saved one goes back to
+disk). A checkpoint on disk is brought back (restored by the session keeper) when something
+needs its process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+from forkpoint.channel import Channel
+from forkpoint.controller import memory
+from forkpoint.controller.events import Event, Evicted, Limit
+from forkpoint.controller.hub import Hub
+from forkpoint.controller.memory import ProcessMemory
+from forkpoint.controller.script import Script
+from forkpoint.controller.supervisor import Supervisor
+from forkpoint.errors import ForkpointError, ProtocolError
+from forkpoint.protocol import Message
+from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
+
+__all__ = ["ASK_TIMEOUT", "CheckpointPool"]
+
+ASK_TIMEOUT = 120.0  # seconds a parked checkpoint has to answer a question
+MEASURE_EVERY = 1.0  # seconds between memory measurements of all checkpoints within an input
+
+
+class CheckpointPool:
+    def __init__(
+        self,
+        hub: Hub,
+        supervisor: Supervisor,
+        emit: Callable[[Event], None],
+        budget: int,
+        max_checkpoints: int,
+    ) -> None:
+        self.tree = CheckpointTree()
+        self.budget = budget
+        self.max_checkpoints = max_checkpoints
+        self._hub = hub
+        self._supervisor = supervisor
+        self._emit = emit
+        self._channels: dict[int, Channel] = {}
+        self._measured = 0.0
+        self._told_eviction = False  # the first eviction is told, later ones are quiet
+        # Restores a checkpoint that is on disk (set by the session keeper of a restored session).
+        self.bring_back: Callable[[Checkpoint], None] | None = None
+
+    # ----------------------------------------------------------------- arrivals
+
+    def taken(self, parent: int | None, source: str, msg: Message, script: Script | None) -> Checkpoint:
+        """The head announced a checkpoint it forked: a new node, parented at ``parent``."""
+        node = self.tree.add(parent, int(msg["pid"]), source, msg["label"], bool(msg["at_rest"]))
+        if msg.get("site") is not None and script is not None:
+            node.site, node.version = int(msg["site"]), len(script.versions) - 1
+            node.called = tuple(str(name) for name in msg["called"])
+            node.entry = msg.get("entry")
+            if node.entry is None:
+                node.source = script.describe(node.site)
+            else:
+                node.line, node.call = msg.get("line"), msg.get("call")
+                node.outer = tuple(str(name) for name in msg["outer"])
+                node.source = script.describe_call(node.entry, node.call, node.line)
+        self._supervisor.watch(node.pid)
+        return node
+
+    def adopt(self, node: Checkpoint, pid: int, channel: Channel) -> None:
+        """A checkpoint restored from disk is parked here under ``pid``."""
+        node.came_back(pid)
+        self._channels[node.id] = channel
+
+    # ----------------------------------------------------------------- talking to one
+
+    def channel(self, node: Checkpoint) -> Channel:
+        if not node.alive and node.stored and self.bring_back is not None:
+            self.bring_back(node)
+        if not node.alive:
+            raise ForkpointError(f"checkpoint [{node.id}] was evicted.")
+        ch = self._channels.get(node.id)
+        if ch is None:
+            arrival = self._hub.await_arrival(
+                lambda h: h["role"] == "checkpoint" and h["pid"] == node.pid, node.pid
+            )
+            ch = self._channels[node.id] = arrival.channel
+        return ch
+
+    def send(self, node: Checkpoint, msg: Message) -> Channel:
+        ch = self.channel(node)
+        if not ch.send(msg):
+            self.lost(node)
+        return ch
+
+    def ask(self, node: Checkpoint, msg: Message, op: str, timeout: float = ASK_TIMEOUT) -> Message:
+        """Send ``msg`` to a parked checkpoint and wait for its ``op`` reply."""
+        ch = self.send(node, msg)
+        try:
+            reply = ch.recv(timeout=timeout)
+        except TimeoutError:
+            raise ForkpointError(f"checkpoint [{node.id}] did not answer in {timeout:.0f} s.") from None
+        if reply is None:
+            self.lost(node)
+        if reply["op"] != op:
+            raise ProtocolError(f"expected {op}, got {reply['op']}")
+        return reply
+
+    def lost(self, node: Checkpoint) -> NoReturn:
+        self.release(node)
+        raise ForkpointError(f"checkpoint [{node.id}] is gone (its process ended).")
+
+    def release(self, node: Checkpoint) -> None:
+        """``node``'s process is no longer a parked checkpoint (it ended, or became the head)."""
+        node.ended()
+        ch = self._channels.pop(node.id, None)
+        if ch is not None:
+            ch.close()
+
+    # ----------------------------------------------------------------- memory
+
+    def measure_all(self) -> dict[int, ProcessMemory]:
+        """Each live checkpoint's memory, also kept on its tree node for the eviction policy."""
+        per = {}
+        for node in self.tree.alive():
+            measured = memory.measure(node.pid)
+            if measured is not None:
+                per[node.id] = measured
+                node.memory = measured.uss + measured.page_tables
+        self._measured = time.monotonic()
+        return per
+
+    def enforce_budget(self, current: int, between_inputs: bool) -> None:
+        """Evict by policy when over budget. Between inputs every checkpoint is measured
+        (a smaps_rollup read each, under a millisecond per GiB with huge pages); within an
+        input, checkpoints may come fast, so at most once per MEASURE_EVERY."""
+        measured = between_inputs or time.monotonic() - self._measured >= MEASURE_EVERY
+        if measured:
+            self.measure_all()
+        elif len(self.tree.alive()) <= self.max_checkpoints:
+            return  # nothing new to decide on: a site hit in a tight loop stays cheap
+        evict = choose_evictions(self.tree, current, self.budget, self.max_checkpoints)
+        for cid in evict:
+            node = self.tree[cid]
+            ch = self._channels.pop(cid, None) or self._hub.claim(node.pid)
+            node.ended()
+            if ch is not None:
+                ch.send({"op": "exit"})
+                ch.close()
+            else:
+                self._supervisor.kill(node.pid)
+        if evict and not self._told_eviction:
+            # Told once: a site in a loop evicts at every checkpoint, and a line each would
+            # drown the program's own output. Views of the tree show what is kept.
+            self._told_eviction = True
+            over_count = len(self.tree.alive()) + len(evict) > self.max_checkpoints
+            limit = Limit.CHECKPOINTS if over_count else Limit.MEMORY
+            self._emit(Evicted(tuple(evict), limit, self.max_checkpoints, self.budget))
+
+    # ----------------------------------------------------------------- teardown
+
+    def close(self) -> list[int]:
+        """EOF to every parked checkpoint (each exits at once); the pids to make sure of."""
+        agents = [n.pid for n in self.tree.alive()]
+        for ch in self._channels.values():
+            ch.close()
+        self._channels.clear()
+        for node in self.tree.alive():
+            node.ended()
+        return agents

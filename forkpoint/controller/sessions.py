@@ -1,0 +1,157 @@
+"""Sessions: saving checkpoints with CRIU and restoring them, orchestrated over persist/
+(criu.py talks to CRIU, pages.py shares unchanged pages on disk, store.py keeps the folders).
+
+"Restore" means one thing in forkpoint: CRIU bringing a saved process back. (Putting the head
+back at a checkpoint after a failed input is a *roll-back*, a fork.)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from forkpoint.controller import memory
+from forkpoint.controller.hub import Hub
+from forkpoint.controller.pool import CheckpointPool
+from forkpoint.controller.results import Saved, SaveProgress
+from forkpoint.controller.supervisor import Supervisor
+from forkpoint.errors import ForkpointError
+from forkpoint.persist import pages, store
+from forkpoint.persist.criu import TICK, dump, find_criu, require_privileges, restore, written
+from forkpoint.tree import Checkpoint, CheckpointState
+
+__all__ = ["MAX_SAVED", "SessionKeeper"]
+
+MAX_SAVED = 32  # checkpoints a script session keeps at most
+CANDIDATE_TIMEOUT = 30.0  # seconds a checkpoint has to fork the process CRIU dumps
+
+
+class SessionKeeper:
+    def __init__(
+        self,
+        pool: CheckpointPool,
+        hub: Hub,
+        supervisor: Supervisor,
+        stdio: Callable[[], tuple[int, int, int]],
+        lazy: bool,
+    ) -> None:
+        self._pool = pool
+        self._hub = hub
+        self._supervisor = supervisor
+        self._stdio = stdio  # the fds a restored process gets as 0, 1, 2
+        self._lazy = lazy  # restore with lazy pages (userfaultfd): ready at once, memory follows
+        self._stored: tuple[Path, str] | None = None  # the restored session's dir and secret
+        self.rundir = ""
+
+    # ----------------------------------------------------------------- save
+
+    def save(
+        self,
+        name: str,
+        nodes: list[Checkpoint],
+        source: str,
+        script: dict[str, object] | None,
+        progress: Callable[[SaveProgress], None] | None,
+        progress_every: float = TICK,
+    ) -> Saved:
+        """Dump ``nodes`` (oldest first, unchanged pages shared with the one before) as
+        session ``name``; built hidden and renamed into place, so it is whole or absent."""
+        criu = find_criu()
+        require_privileges("saving a session")
+        started = time.monotonic()
+        secret = secrets.token_hex(16)
+        latest = max(n.id for n in nodes)
+        tree = [
+            n.to_meta() for n in sorted(self._pool.tree.nodes.values(), key=lambda n: n.id) if n.id <= latest
+        ]
+        session = store.Session(name, time.time(), source, latest, len(nodes), tree=tree, secret=secret)
+        session.kept, session.script = [n.id for n in nodes], script
+        attach = str(store.sessions_dir() / store.check_name(name) / "attach.json")
+        with store.build(name) as folder:
+            previous: tuple[Path, dict[str, pages.Index]] | None = None
+            for index, node in enumerate(sorted(nodes, key=lambda n: n.id), 1):
+                images = folder / "images" / str(node.id)
+                images.mkdir(mode=0o700, parents=True)
+                candidate = self._candidate(node, attach, f"{secret}-{node.id}")
+                tick = None
+                if progress is not None:
+                    resident = memory.measure(node.pid)  # what the candidate, its fork, holds
+                    expected = resident.rss if resident else 0
+                    where = SaveProgress(node.id, index, len(nodes), 0, expected)
+                    tick = functools.partial(_tell_progress, progress, where, images)
+                try:
+                    dump(criu, candidate, str(images), self.rundir or str(folder), tick, progress_every)
+                finally:
+                    self._supervisor.kill(candidate)
+                pages.mark_lazy(images)
+                previous = (images, pages.share_or_index(images, previous))
+            session.images = store.manifest(folder / "images")
+            store.write_meta(folder, session)
+        size = store.size_of(store.sessions_dir() / name)
+        return Saved(name, latest, size, time.monotonic() - started)
+
+    def _candidate(self, node: Checkpoint, attach: str, secret: str) -> int:
+        """Have ``node`` fork the process tree CRIU dumps (its own PID namespace)."""
+        reply = self._pool.ask(
+            node, {"op": "save", "attach": attach, "secret": secret}, "candidate", CANDIDATE_TIMEOUT
+        )
+        if reply["pid"] <= 0:
+            raise ForkpointError("the checkpoint could not fork a process to save (PID namespaces refused?).")
+        self._supervisor.watch(int(reply["pid"]))
+        return int(reply["pid"])
+
+    # ----------------------------------------------------------------- restore
+
+    def open(self, name: str) -> store.Session:
+        """Check session ``name`` and put its checkpoints in the tree, on disk. Nothing is
+        restored yet: each restored process holds all of its memory (restored processes share
+        no pages), so a script's ten checkpoints of 1 GB each come back only when needed."""
+        session, folder = store.load(name)
+        store.check_images(name, folder / "images", session.images)
+        find_criu()
+        require_privileges("restoring a session")
+        on_disk = CheckpointState.LAZY_ON_DISK if self._lazy else CheckpointState.ON_DISK
+        kept = set(session.kept)
+        for entry in session.tree:
+            self._pool.tree.restore_node(entry, on_disk if entry.get("id") in kept else CheckpointState.GONE)
+        self._stored = (folder, session.secret)
+        self._pool.bring_back = self.bring_back
+        return session
+
+    def bring_back(self, node: Checkpoint) -> None:
+        """Restore a checkpoint of the session this controller started from: CRIU brings it
+        back, it finds this controller through the session's attach file, takes the stdio
+        fds and parks (lazily restored, it parks until it becomes the head)."""
+        assert self._stored is not None
+        folder, secret = self._stored
+        attach = folder / "attach.json"
+        store.write_private(attach, {"socket": self._hub.socket_path, "controller": os.getpid()})
+        try:
+            self._restore(folder / "images" / str(node.id), f"{secret}-{node.id}", node)
+        finally:
+            attach.unlink(missing_ok=True)
+
+    def _restore(self, images: Path, secret: str, node: Checkpoint) -> None:
+        work = self.rundir or str(images)
+        if self._lazy:
+            work = tempfile.mkdtemp(prefix=f"lazy-{node.id}-", dir=work)  # each daemon listens in its own
+        init, daemon = restore(find_criu(), str(images), work, self._lazy)
+        if daemon is not None:
+            self._supervisor.adopt_daemon(daemon)
+        self._supervisor.watch(init)  # the init of its PID namespace; the checkpoint is its child
+        arrival = self._hub.await_arrival(
+            lambda h: h["role"] == "restored" and h.get("secret") == secret, init
+        )
+        socket.send_fds(arrival.channel.sock, [b"F"], list(self._stdio()))
+        self._pool.adopt(node, int(arrival.hello["pid"]), arrival.channel)
+
+
+def _tell_progress(progress: Callable[[SaveProgress], None], where: SaveProgress, images: Path) -> None:
+    progress(replace(where, written=written(str(images))))

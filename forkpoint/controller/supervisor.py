@@ -1,0 +1,234 @@
+"""The supervisor: every kill, wait and reap of the controller's processes, and teardown.
+
+The controller is a child subreaper (PR_SET_CHILD_SUBREAPER): every descendant that loses its
+parent (checkpoints of a killed head, the new heads forked from checkpoints) is reparented to
+it, so it can reap them and read how a head died. Rule: no other part of the controller calls
+``os.kill`` or ``waitpid`` on an agent; CRIU's own helpers are ended in persist/criu.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["Death", "DeathKind", "Reaper", "Supervisor", "is_alive", "kill", "with_environ"]
+
+_PR_SET_CHILD_SUBREAPER = 36
+STOP_WAIT = 2.0  # seconds teardown waits for killed processes before it gives up on them
+
+
+class DeathKind(Enum):
+    SIGNAL = "signal"  # number: the signal
+    EXIT = "exit"  # number: the exit status
+    SECOND_INTERRUPT = "second interrupt"  # killed by the controller after a second Ctrl-C
+    UNKNOWN = "unknown"  # not our child, or not reaped in time
+
+
+@dataclass(frozen=True)
+class Death:
+    """How a head ended, as data; front ends put it in words."""
+
+    kind: DeathKind
+    number: int | None = None
+
+    @classmethod
+    def from_status(cls, status: int | None) -> Death:
+        if status is None:
+            return cls(DeathKind.UNKNOWN)
+        if os.WIFSIGNALED(status):
+            return cls(DeathKind.SIGNAL, os.WTERMSIG(status))
+        return cls(DeathKind.EXIT, os.waitstatus_to_exitcode(status))
+
+
+class Reaper:
+    """Reaps children and remembers their statuses by pid.
+
+    With ``everything`` (the CLI controller), it reaps any child, orphans included; in a
+    library host (a test process) it reaps only pids it was told about, so it never steals
+    another child's status from its owner.
+    """
+
+    def __init__(self, everything: bool) -> None:
+        self.everything = everything
+        self.known: set[int] = set()
+        self.statuses: dict[int, int] = {}
+        self.unwanted: set[int] = set()
+
+    def watch(self, pid: int) -> None:
+        self.known.add(pid)
+
+    def discard(self, pid: int) -> None:
+        """Reap ``pid`` when it ends, but keep no status for it."""
+        self.known.add(pid)
+        self.unwanted.add(pid)
+
+    def reap(self) -> None:
+        if self.everything:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid == 0:
+                    return
+                self._record(pid, status)
+        for pid in list(self.known):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                # Not (or not yet) our child: still a child of a live head, or already gone.
+                if not os.path.exists(f"/proc/{pid}"):
+                    self.known.discard(pid)
+                continue
+            if done:
+                self._record(done, status)
+
+    def _record(self, pid: int, status: int) -> None:
+        self.known.discard(pid)
+        if pid in self.unwanted:
+            self.unwanted.discard(pid)
+        else:
+            self.statuses[pid] = status
+
+    def wait(self, pid: int, timeout: float) -> int | None:
+        """Status of ``pid`` once it is gone (None if it was not ours or did not end in time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.reap()
+            if pid in self.statuses:
+                return self.statuses.pop(pid)
+            if not is_alive(pid):
+                return None
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.001)
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] != b"Z"
+
+
+def with_environ(name: str, value: str) -> list[int]:
+    """Pids of live processes whose environment has ``name=value`` (forked children share
+    their parent's environment block, so this finds every agent of a marked controller)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class Supervisor:
+    """Owns the controller's processes: spawning the first head, every kill, wait and reap,
+    CRIU's lazy-pages daemons, and the graduated teardown (EOF, wait, SIGKILL, wait)."""
+
+    def __init__(self, reap_everything: bool) -> None:
+        self.everything = reap_everything
+        self.reaper = Reaper(reap_everything)
+        self._daemons: list[subprocess.Popen[bytes]] = []
+
+    def become_subreaper(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+    def spawn(self, argv: list[str], env: dict[str, str], stdio: tuple[int, int, int] | None) -> int:
+        """Start a process (watched); with ``stdio``, those fds become its 0, 1, 2."""
+        actions = []
+        if stdio is not None:
+            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+        self.reaper.watch(pid)
+        return pid
+
+    def watch(self, pid: int) -> None:
+        self.reaper.watch(pid)
+
+    def reap(self) -> None:
+        self.reaper.reap()
+
+    def signal(self, pid: int, sig: int) -> None:
+        kill(pid, sig)
+
+    def kill(self, pid: int, wait: float | None = None) -> Death | None:
+        """SIGKILL ``pid``; with ``wait``, reap it and say how it ended. Without, it is reaped
+        later: tearing down a big address space takes as long as forking it (20 ms per GiB
+        of 4 KiB pages here), and whoever replaces it need not wait for that."""
+        kill(pid)
+        if wait is None:
+            self.reaper.discard(pid)
+            return None
+        return Death.from_status(self.reaper.wait(pid, wait))
+
+    def bury(self, pid: int) -> Death:
+        """``pid`` closed its connection: make sure it is dead, reap it, say how it ended."""
+        if is_alive(pid):  # closed its connection but lives on: not an agent any more
+            kill(pid)
+        return Death.from_status(self.reaper.wait(pid, 5.0))
+
+    def wait_gone(self, pids: Iterable[int], timeout: float = STOP_WAIT) -> list[int]:
+        """Reap until every one of ``pids`` is gone or ``timeout`` passes; those still alive."""
+        pids = list(pids)
+        deadline = time.monotonic() + timeout
+        while (alive := [p for p in pids if is_alive(p)]) and time.monotonic() < deadline:
+            self.reaper.reap()
+            time.sleep(0.005)
+        return alive
+
+    def kill_descendants(self, pid: int) -> None:
+        """Processes the user's code started must not outlive the tool either."""
+        import psutil
+
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            kill(child.pid)
+        self.wait_gone(c.pid for c in children)
+
+    def adopt_daemon(self, daemon: subprocess.Popen[bytes]) -> None:
+        """A lazy-pages daemon: it exits once the memory is in place; ended at teardown if not."""
+        self._daemons = [d for d in self._daemons if d.poll() is None]
+        self._daemons.append(daemon)
+
+    def teardown(self, agents: list[int]) -> None:
+        """After the head: parked checkpoints (already sent EOF) are given a moment to exit,
+        then killed; daemons end; then, for the CLI, any orphan."""
+        for pid in self.wait_gone(agents):
+            kill(pid)
+        for daemon in self._daemons:  # done once the memory is in place; not if we stop first
+            if daemon.poll() is None:
+                daemon.kill()
+            daemon.wait()
+        self._daemons = []
+        if self.everything:
+            self.kill_descendants(os.getpid())
+        self.reaper.reap()

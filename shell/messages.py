@@ -1,0 +1,149 @@
+"""The terminal's words for what the engine hands it as data: events, deaths, why a resume
+could not go on where asked, and hints for the engine's refusals (in this front end's
+commands and flags, which the engine never names)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from forkpoint.controller import Death, DeathKind
+from forkpoint.controller import events as ev
+from forkpoint.controller.resume_policy import Blocker, Why
+from forkpoint.errors import ForkpointError, Reason
+
+__all__ = ["NOTICES", "blocker_text", "death_text", "event_style", "event_text", "hint"]
+
+_WHY_KILLED = {
+    int(signal.SIGSEGV): "segmentation fault",
+    int(signal.SIGKILL): "killed from outside, for example by the OOM killer",
+    int(signal.SIGABRT): "aborted",
+    int(signal.SIGBUS): "bus error",
+    int(signal.SIGFPE): "arithmetic fault",
+}
+
+_HINTS = {
+    Reason.NO_SUCH_CHECKPOINT: ":checkpoints lists them",
+    Reason.EVICTED: "raise --memory-budget or --max-checkpoints, or label checkpoints to keep them",
+    Reason.NO_SCRIPT: "resume follows forkpoint run",
+    Reason.NOT_A_SCRIPT_CHECKPOINT: ":checkpoints lists them",
+}
+
+# Events the terminal shows as notices (in the warning style).
+NOTICES = (
+    ev.CodeSwapped,
+    ev.ThreadsLeftOut,
+    ev.CudaInUse,
+    ev.NoCheckpoint,
+    ev.HeadNotice,
+    ev.ConnectionRefused,
+    ev.ResumeBlocked,
+    ev.LineSiteGone,
+    ev.OldCallsRan,
+)
+
+
+def hint(exc: ForkpointError) -> str | None:
+    """The error's own hint, or this front end's for its reason."""
+    if exc.hint:
+        return exc.hint
+    return _HINTS.get(exc.reason) if exc.reason is not None else None
+
+
+def death_text(death: Death | None) -> str:
+    """'was killed by SIGSEGV (segmentation fault)', 'exited with status 3', ..."""
+    if death is None or death.kind is DeathKind.UNKNOWN:
+        return "is gone"
+    if death.kind is DeathKind.SECOND_INTERRUPT:
+        return "was killed after a second Ctrl-C"
+    if death.kind is DeathKind.EXIT:
+        return f"exited with status {death.number}"
+    sig = death.number or 0
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    why = _WHY_KILLED.get(sig)
+    return f"was killed by {name}" + (f" ({why})" if why else "")
+
+
+def blocker_text(blocker: Blocker) -> str:
+    names = blocker.names
+    first = names[0] if names else "?"
+    why = blocker.why
+    if why is Why.GONE_FUNCTION:
+        return f"{first}() is not in the new code"
+    if why is Why.RECURSION:
+        return f"{first}() is also running further out, where its old code would go on"
+    if why is Why.EDIT_ABOVE_LINE:
+        return f"the edit is above line {blocker.line} in {first}()"
+    if why is Why.TOP_LEVEL:
+        return "the edit changes top-level code that had run by then"
+    if why is Why.MODULE_TOP_LEVEL:
+        return f"module {first} changed outside its functions, and it had been imported by then"
+    if why is Why.OUTER_CHANGED:
+        return f"{first}() is running further out and changed, so it would go on with its old code"
+    return f"{', '.join(f + '()' for f in names)} had already run the old code"
+
+
+def event_text(event: ev.Event) -> str:  # noqa: C901 - one case per event type, flat
+    """The sentence for ``event`` (without the ``forkpoint:`` prefix)."""
+    match event:
+        case ev.Evicted(ids, limit, max_checkpoints, _):
+            said = (
+                f"--max-checkpoints {max_checkpoints}" if limit is ev.Limit.CHECKPOINTS else "--memory-budget"
+            )
+            listed = ", ".join(f"[{cid}]" for cid in ids)
+            return f"evicted {listed} to stay within {said}; older ones will be thinned out quietly"
+        case ev.HeadDied(death, rewound_to):
+            return f"the head {death_text(death)}; rewound to [{rewound_to}]"
+        case ev.InterruptIgnored():
+            return "the input does not stop; press Ctrl-C again to kill the head and roll back"
+        case ev.ConnectionRefused(uid, pid):
+            return f"refused a connection from uid {uid} (pid {pid})"
+        case ev.CodeSwapped(functions):
+            return f"new code for {', '.join(functions)}"
+        case ev.ThreadsLeftOut(threads):
+            return (
+                f"threads {', '.join(threads)} are running: checkpoints hold only the thread that "
+                "takes them, so a rewound head runs without them."
+            )
+        case ev.CudaInUse():
+            return (
+                "this process has initialised CUDA: a rewound head cannot use CUDA (device memory and "
+                "the driver's context are not copied by fork); see docs/architecture.md, 'CUDA'."
+            )
+        case ev.NoCheckpoint(error):
+            return f"no checkpoint after this input: fork failed ({error})."
+        case ev.HeadNotice(text):
+            return text
+        case ev.ResumeBlocked(checkpoint, blocker):
+            return f"[{checkpoint}] cannot go on with the new code: {blocker_text(blocker)}"
+        case ev.LineSiteGone(path, line):
+            return f"the checkpoint before line {line} of {os.path.basename(path)} is gone with its statement"
+        case ev.Resuming(checkpoint, title, skipped):
+            return f"resuming from [{checkpoint}] {title}: skips {skipped:.1f} s of work"
+        case ev.StartingOver():
+            return "no checkpoint can continue the new code; running the script again from the start"
+        case ev.OldCallsRan(function, calls, redo_from):
+            redo = (
+                f"resume --from {redo_from} redoes them"
+                if redo_from is not None
+                else "run the script again to redo them"
+            )
+            return f"calls 1-{calls} of {function}() in this statement ran the old code; {redo}"
+        case ev.Output(_, text):
+            return text
+    raise TypeError(f"no words for {event!r}")
+
+
+def event_style(event: ev.Event) -> str | None:
+    if isinstance(event, NOTICES + (ev.InterruptIgnored,)):
+        return "warn"
+    if isinstance(event, ev.HeadDied):
+        return "error"
+    if isinstance(event, ev.Evicted):
+        return "dim"
+    if isinstance(event, ev.Resuming | ev.StartingOver):
+        return "info"
+    return None
