@@ -73,6 +73,16 @@ class Terminal:
         self.child.expect(pattern, timeout=timeout)
         return clean(self.child.before + self.child.after)
 
+    def wait_screen(self, text: str, timeout: float = TIMEOUT) -> None:
+        """Wait until ``text`` shows, escapes aside: a redraw may split a word in pieces
+        (prompt_toolkit drew what was typed, then the completion after it)."""
+        start = len(self.transcript)
+        deadline = time.monotonic() + timeout
+        while text not in clean("".join(self.transcript[start:])):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} did not show in {timeout} s")
+            self.child.expect([pexpect.TIMEOUT], timeout=0.05)
+
     def text(self) -> str:
         return clean("".join(self.transcript))
 

@@ -69,7 +69,11 @@ def test_a_run_fail_edit_resume_cycle_in_pipes_mode(tmp_path: Path) -> None:
 def test_output_of_an_input_is_emitted_before_it_returns(tmp_path: Path) -> None:
     events: list[ev.Event] = []
     with Controller(output=Output.PIPES, on_event=events.append) as c:
-        code = "import sys\nfor i in range(3):\n    print(i, flush=True); print('e', i, file=sys.stderr, flush=True)"
+        code = (
+            "import sys\n"
+            "for i in range(3):\n"
+            "    print(i, flush=True); print('e', i, file=sys.stderr, flush=True)"
+        )
         assert c.execute(code).status is Status.OK
         # Each stream in order, all of it there when execute returns. (stdout and stderr are two
         # pipes: their relative order is not kept, as with any subprocess or Jupyter kernel.)

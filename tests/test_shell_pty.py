@@ -59,7 +59,7 @@ def test_multiline_paste_and_typed_blocks(term: Terminal) -> None:
 def test_tab_completes_from_the_head(term: Terminal) -> None:
     term.run("my_long_variable_name = 5")
     term.child.send("my_long_v\t")
-    term.expect("my_long_variable_name")
+    term.wait_screen("my_long_variable_name")
     assert term.run("").strip().endswith("5")
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forkpoint.instrument.diff import _all_functions, normalized
+from forkpoint.instrument.guard import site_guard
 
 __all__ = [
     "COUNT_NAME",
@@ -48,11 +49,9 @@ COUNT_NAME = "@forkpoint_count"
 GUARD_NAME = "@forkpoint_guard"
 RESUMED_NAME = "@forkpoint_resumed"
 PASSING_NAME = "@forkpoint_passing"
-CONTINUE_NAME = "@forkpoint_continue"
 LOCALS_NAME = "@forkpoint_locals"
 FACTORY_NAME = "@forkpoint_factory"
 REST_NAME = "@forkpoint_rest"
-_RESULT = "@forkpoint_result"
 _ONCE = "@forkpoint_once"
 
 Step = tuple[str, int]  # (which statement list of the statement above, index in it)
@@ -248,12 +247,8 @@ def _site_statements(qualname: str, stmt: ast.stmt, cells: tuple[str, ...]) -> l
     if cells:
         empty = ast.arguments([], [], None, [], [], None, [])
         carrier = ast.Lambda(empty, ast.Tuple([_name(n) for n in cells], ast.Load()))
-    assign = ast.Assign(
-        [_name(_RESULT, True)], _call(LINE_NAME, ast.Constant(qualname), ast.Constant(stmt.lineno), carrier)
-    )
-    test = ast.Compare(_name(_RESULT), [ast.IsNot()], [_name(CONTINUE_NAME)])
-    check = ast.If(test, [ast.Return(_name(_RESULT))], [])
-    return [_at(assign, stmt), _at(check, stmt)]  # type: ignore[list-item]
+    guard = site_guard(_call(LINE_NAME, ast.Constant(qualname), ast.Constant(stmt.lineno), carrier))
+    return [_at(part, stmt) for part in guard]  # type: ignore[misc]
 
 
 def _iter_name(depth: int) -> str:

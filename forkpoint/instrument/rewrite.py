@@ -12,6 +12,7 @@ import ast
 import types
 from dataclasses import dataclass
 
+from forkpoint.instrument.guard import CONTINUE_NAME, site_guard
 from forkpoint.instrument.lines import insert_line_sites, is_generator
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
 SITE_NAME = "@forkpoint_site"
 CALLED_NAME = "@forkpoint_called"
 ENTRY_NAME = "@forkpoint_entry"
-CONTINUE_NAME = "@forkpoint_continue"
-_RESULT = "@forkpoint_result"
 
 
 def _site_call(index: int, after: ast.stmt) -> ast.stmt:
@@ -76,9 +75,7 @@ def _entry_site(qualname: str, first: ast.stmt) -> list[ast.stmt]:
         [ast.Constant(qualname), ast.Call(ast.Name("locals", ast.Load()), [], [])],
         [],
     )
-    assign = ast.Assign([ast.Name(_RESULT, ast.Store())], call)
-    test = ast.Compare(ast.Name(_RESULT, ast.Load()), [ast.IsNot()], [ast.Name(CONTINUE_NAME, ast.Load())])
-    check = ast.If(test, [ast.Return(ast.Name(_RESULT, ast.Load()))], [])
+    assign, check = site_guard(call)
     for stmt in (assign, check):
         for sub in ast.walk(stmt):
             sub.lineno = sub.end_lineno = first.lineno  # type: ignore[attr-defined]
