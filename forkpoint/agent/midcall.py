@@ -17,6 +17,7 @@ from typing import Any
 
 from forkpoint.instrument import lines as sitelines
 from forkpoint.instrument.diff import functions
+from forkpoint.instrument.remainder import remainder
 from forkpoint.instrument.rewrite import Sites, closure_names, rewrite_functions
 
 __all__ = ["Guard", "build", "is_passing", "passing", "resumed"]
@@ -97,7 +98,7 @@ def build(
     if first is not None and (first in closure or first not in values):
         first = None
     owner = _owner(qualname)
-    module = sitelines.remainder(func, target, chain, sorted(values), closure, first, owner)
+    module = remainder(func, target, chain, sorted(values), closure, first, owner)
     code = _inner_code(compile(module, path, "exec", dont_inherit=True))
     code = code.replace(co_name=func.name, co_qualname=qualname)
     ns = frame.f_globals

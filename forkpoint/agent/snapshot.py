@@ -25,19 +25,18 @@ OS facts relied on:
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import json
 import os
 import signal
 import socket
-import stat
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
+from forkpoint.agent import process_state, saved_tree
 from forkpoint.agent import rng as rng_at_fork
 from forkpoint.channel import Channel, connect
 from forkpoint.protocol import HEADER, PROTOCOL_VERSION
@@ -46,8 +45,6 @@ __all__ = ["activate", "active", "arm", "channel", "notify", "take"]
 
 _PR_SET_PDEATHSIG = 1
 _CLONE_NEWPID = 0x20000000
-_ADDR_NO_RANDOMIZE = 0x0040000
-_NVIDIA_MAJOR = 195
 
 
 @dataclass
@@ -123,7 +120,7 @@ def notify(kind: str, names: Sequence[str] = (), once: str | None = None) -> Non
         _told.add(once)
     if _link is None:
         return
-    _flush()
+    process_state.flush()
     if _link.channel.send({"op": "notice", "kind": kind, "names": list(names)}):
         try:
             _link.channel.recv(timeout=NOTICE_TIMEOUT)  # "noted", or None when the controller is gone
@@ -164,7 +161,8 @@ def take(
     _takes += 1
     if _takes % REAP_EVERY == 0:
         _reap_children()
-    offsets = _scan_fds()
+    offsets = process_state.scan_fds()
+    _warn_cuda()
     threads = _warn_threads()
     rng = None if rng_at_fork.in_child else rng_at_fork.state()
     if label is None and site is None and entry is None and not called and not outer:
@@ -172,7 +170,7 @@ def take(
     else:
         tail = _tail(label, at_rest, site, called, entry, line, call, outer)
     sock = link.channel.sock
-    _flush()
+    process_state.flush()
     told = os.pipe() if _restored else None  # the child says its pid as the controller sees it
     if threads:
         with warnings.catch_warnings():
@@ -182,14 +180,14 @@ def take(
     else:
         pid = os.fork()
     if pid:
-        seen = pid if told is None else _read_pid(told)
+        seen = pid if told is None else saved_tree.read_pid(told)
         body = b'{"op":"taken","pid":%d,%s' % (seen, tail)
         sock.sendall(HEADER.pack(len(body)) + body)
         _children.append(pid)
         return seen
     try:
         if told is not None:
-            _write_pid(told)
+            saved_tree.write_pid(told, self_pid())
         rng_at_fork.enabled = False
         if rng_at_fork.in_child:
             rng = rng_at_fork.at_fork
@@ -255,21 +253,6 @@ def _park(saved: _Saved) -> None:
         _reap_all()
 
 
-def _read_pid(pipe: tuple[int, int]) -> int:
-    os.close(pipe[1])
-    data = b""
-    while chunk := os.read(pipe[0], 32):
-        data += chunk
-    os.close(pipe[0])
-    return int(data)
-
-
-def _write_pid(pipe: tuple[int, int]) -> None:
-    os.close(pipe[0])
-    os.write(pipe[1], str(self_pid()).encode())
-    os.close(pipe[1])
-
-
 def _wait(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
@@ -304,7 +287,7 @@ def _fork_candidate(ch: Channel, attach: str, secret: str) -> Channel:
     middle = os.fork()
     if middle:
         try:
-            pid = _read_pid(pipe)
+            pid = saved_tree.read_pid(pipe)
         except ValueError:
             pid = 0
         ch.send({"op": "candidate", "pid": pid})
@@ -324,57 +307,14 @@ def _fork_candidate(ch: Channel, attach: str, secret: str) -> Channel:
         if os.fork() == 0:
             os.close(pipe[1])
             os.close(detached[0])
-            _detach(ch)
+            saved_tree.detach(ch)
             os.close(detached[1])  # the init sees EOF: nothing of ours outside is held any more
             return _wait_for_restore(attach, secret)
         os.close(detached[1])
         os.read(detached[0], 1)
-        _exec_init(pipe[1])
+        saved_tree.exec_init(pipe[1])
     except BaseException:
         os._exit(70)
-
-
-# The init of a saved process's PID namespace: it says its pid (as the controller sees it,
-# through /proc), then reaps whatever ends up its child until nothing is left. It dies with
-# its parent (PR_SET_PDEATHSIG, which CRIU restores: the parent is then the new controller),
-# and the kernel then ends everything in the namespace, a busy head included. A fresh
-# interpreter, not a fork of the checkpoint, or CRIU would store the checkpoint's memory twice.
-_INIT = """
-import ctypes, os, signal, sys
-ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
-fd = int(sys.argv[1])
-os.write(fd, os.readlink("/proc/self").encode())
-os.close(fd)
-while True:
-    try:
-        os.wait()
-    except ChildProcessError:
-        break
-"""
-
-
-def _exec_init(report: int) -> NoReturn:
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.closerange(3, report)
-    os.closerange(report + 1, 1 << 16)
-    os.set_inheritable(report, True)
-    # The same layout and hash seed each time, so the inits of a session's dumps hold the
-    # same pages, which its later dumps then read from the earlier ones (persist.pages).
-    ctypes.CDLL(None, use_errno=True).personality(_ADDR_NO_RANDOMIZE)
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    os.execve(sys.executable, [sys.executable, "-S", "-s", "-c", _INIT, str(report)], env)
-
-
-def _detach(ch: Channel) -> None:
-    """Hold nothing outside the saved tree: no controller connection, no terminal."""
-    ch.close()
-    os.setsid()
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
 
 
 def _wait_for_restore(attach: str, secret: str) -> Channel:
@@ -429,7 +369,7 @@ def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
     except OSError:
         pass
     signal.signal(signal.SIGINT, saved.sigint)
-    _restore_offsets(saved.offsets)
+    process_state.restore_offsets(saved.offsets)
     if saved.rng is not None:
         sys.modules["random"].setstate(saved.rng)
     new = connect(_link.socket_path)
@@ -476,41 +416,9 @@ def _reap_children() -> None:
             _children.remove(pid)
 
 
-def _scan_fds() -> list[tuple[int, int, int, int]]:
-    """Offsets of open regular files; also notices an initialised CUDA context."""
-    offsets = []
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and _rewinds_offset(fd):
-                offsets.append((fd, st.st_dev, st.st_ino, os.lseek(fd, 0, os.SEEK_CUR)))
-            elif stat.S_ISCHR(st.st_mode) and _is_nvidia(fd, st):
-                _warn_cuda()
-        except OSError:
-            continue
-    return offsets
-
-
-def _rewinds_offset(fd: int) -> bool:
-    """Files opened for reading get their offset back; output files (stdout redirected to a
-    log, write-only or append mode) keep going forward, or a rewind would overwrite output."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    return not (flags & os.O_APPEND) and flags & os.O_ACCMODE != os.O_WRONLY
-
-
-def _is_nvidia(fd: int, st: os.stat_result) -> bool:
-    if os.major(st.st_rdev) == _NVIDIA_MAJOR:
-        return True
-    if os.major(st.st_rdev) in (1, 4, 5, 136):  # mem (null, zero), ttys, ptys: the common case
-        return False
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/nvidia")
-    except OSError:
-        return False
-
-
 def _warn_cuda() -> None:
+    if not process_state.nvidia_open:
+        return
     with open("/proc/self/maps") as maps:
         if "libcuda.so" not in maps.read():
             return
@@ -519,39 +427,8 @@ def _warn_cuda() -> None:
 
 def _warn_threads() -> bool:
     """Say once which other threads are alive (they are not in a checkpoint); True if any."""
-    threading = sys.modules.get("threading")
-    if threading is None or threading.active_count() == 1:
-        return False
-    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    others = process_state.other_threads()
     if others:
         names = sorted(others)
         notify("threads", names, once=f"threads:{','.join(names)}")
     return bool(others)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        for ref in list(getattr(logging, "_handlerList", [])):
-            handler = ref()
-            try:
-                if handler is not None:
-                    handler.flush()
-            except Exception:
-                pass
-
-
-def _restore_offsets(offsets: list[tuple[int, int, int, int]]) -> None:
-    for fd, dev, ino, pos in offsets:
-        try:
-            st = os.fstat(fd)
-            if st.st_dev == dev and st.st_ino == ino:
-                os.lseek(fd, pos, os.SEEK_SET)
-        except OSError:
-            pass
