@@ -33,7 +33,6 @@ from forkpoint.controller.output import OutputPipes
 from forkpoint.controller.pool import CheckpointPool
 from forkpoint.controller.results import (
     Change,
-    ChangeKind,
     ExecResult,
     MemoryReport,
     Resumed,
@@ -41,6 +40,7 @@ from forkpoint.controller.results import (
     Saved,
     SaveProgress,
     Status,
+    changes_between,
 )
 from forkpoint.controller.script import Script
 from forkpoint.controller.scripts import ScriptVerbs
@@ -270,17 +270,7 @@ class Controller:
 
     def diff(self, a: str | int, b: str | int) -> list[Change]:
         """Names whose values differ between two checkpoints."""
-        left, right = self._summary(a), self._summary(b)
-        changes = []
-        for name in sorted(set(left) | set(right)):
-            x, y = left.get(name), right.get(name)
-            if x is None and y is not None:
-                changes.append(Change(name, ChangeKind.ADDED, None, y["preview"]))
-            elif y is None and x is not None:
-                changes.append(Change(name, ChangeKind.REMOVED, x["preview"], None))
-            elif x is not None and y is not None and (x["digest"], x["type"]) != (y["digest"], y["type"]):
-                changes.append(Change(name, ChangeKind.CHANGED, x["preview"], y["preview"]))
-        return changes
+        return changes_between(self._summary(a), self._summary(b))
 
     def _summary(self, ref: str | int) -> dict[str, dict[str, str]]:
         node = self._pool.tree.resolve(str(ref), self.current)

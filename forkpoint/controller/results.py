@@ -18,6 +18,7 @@ __all__ = [
     "SaveProgress",
     "Saved",
     "Status",
+    "changes_between",
 ]
 
 
@@ -80,6 +81,21 @@ class Change:
     kind: ChangeKind
     before: str | None
     after: str | None
+
+
+def changes_between(left: dict[str, dict[str, str]], right: dict[str, dict[str, str]]) -> list[Change]:
+    """Names whose values differ between two checkpoints' summaries (name -> type, digest
+    and preview, as a checkpoint's ``probe`` gives them)."""
+    changes = []
+    for name in sorted(set(left) | set(right)):
+        x, y = left.get(name), right.get(name)
+        if x is None and y is not None:
+            changes.append(Change(name, ChangeKind.ADDED, None, y["preview"]))
+        elif y is None and x is not None:
+            changes.append(Change(name, ChangeKind.REMOVED, x["preview"], None))
+        elif x is not None and y is not None and (x["digest"], x["type"]) != (y["digest"], y["type"]):
+            changes.append(Change(name, ChangeKind.CHANGED, x["preview"], y["preview"]))
+    return changes
 
 
 @dataclass(frozen=True)
