@@ -137,10 +137,12 @@ def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
 
 
 def _exit_code(code: object) -> int:
+    """What ``sys.exit(code)`` makes python exit with: None -> 0, an int (False and True
+    included: ``unittest.main()`` exits with a bool) -> itself, anything else printed -> 1."""
     if code is None:
         return 0
     if isinstance(code, int):
-        return code
+        return int(code)
     print(code, file=sys.stderr)
     return 1
 
