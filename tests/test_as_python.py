@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from terminal import env_for
 
+from forkpoint.controller import Controller, Status
 from forkpoint.controller.script import Script
 
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
@@ -83,3 +85,70 @@ def test_titles_number_lines_as_the_compiler_does() -> None:
         "line 3: c = 3",
         "line 4: d = 4",
     ]
+
+
+def test_a_flag_a_decorator_set_survives_the_first_call(tmp_path: Path, isolated: str) -> None:
+    """types.coroutine marks a generator's code awaitable; the first-call swap must keep it."""
+    source = """\
+        import asyncio, types
+
+        @types.coroutine
+        def tick():
+            yield
+
+        async def main():
+            for _ in range(3):
+                await tick()
+            print("awaited", tick.__code__.co_flags & 0x100 != 0)
+
+        asyncio.run(main())
+        """
+    python, forkpoint = both(tmp_path, isolated, source)
+    assert python.stdout == "awaited True\n"
+    assert (forkpoint.returncode, forkpoint.stdout) == (0, python.stdout), forkpoint.stderr
+
+
+MOVED = """\
+def work(i):
+    return i * 2
+
+def helper(i):
+    return i + 1
+
+def check(total):
+    if total != 6:
+        raise ValueError(total)
+
+total = sum(work(i) for i in range(3))
+check(total + 1)
+helper(0)  # its first call, after the resume
+import sys
+seen = []
+sys.setprofile(lambda frame, event, arg: seen.append(frame.f_code.co_name) if event == "call" else None)
+ys = [helper(i) for i in range(5)]
+sys.setprofile(None)
+print("first-call markers run", seen.count("called"), ys)
+"""
+
+
+def test_functions_first_called_after_a_resume_that_moved_them_run_unmarked(
+    tmp_path: Path, output: Path
+) -> None:
+    """An edit above a function moves it; its first call after the resume must still swap in
+    the unmarked code (it stayed marked, and slow, forever)."""
+    script = tmp_path / "moved.py"
+    script.write_text(MOVED)
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with Controller(stdio=(out, out, out)) as c:
+            assert c.run_script(str(script), []).status is Status.ERROR
+            fixed = "# two lines added above\n# so that everything moves\n" + MOVED.replace(
+                "check(total + 1)", "check(total)"
+            )
+            script.write_text(fixed)
+            assert c.resume().result.status is Status.EXIT
+    finally:
+        os.close(out)
+    fresh = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert fresh.stdout == "first-call markers run 0 [1, 2, 3, 4, 5]\n"
+    assert output.read_text() == fresh.stdout

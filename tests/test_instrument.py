@@ -113,9 +113,25 @@ def run_rewritten(source: str, start: int = 0) -> tuple[list[int], dict[str, obj
     from forkpoint.instrument.rewrite import CALLED_NAME, SITE_NAME, compile_script
 
     hits: list[int] = []
-    ns: dict[str, object] = {SITE_NAME: hits.append, CALLED_NAME: lambda name: None, "__name__": "__main__"}
+    ns: dict[str, object] = {
+        SITE_NAME: lambda i, light: hits.append(i),
+        CALLED_NAME: lambda name: None,
+        "__name__": "__main__",
+    }
     exec(compile_script(source, "<prog>", start), ns)
     return hits, ns
+
+
+def test_sites_between_definitions_are_light() -> None:
+    """A checkpoint between two defs, classes or imports may be skipped when cheap; the one
+    before a statement that does work never is."""
+    from forkpoint.instrument.rewrite import CALLED_NAME, SITE_NAME, compile_script
+
+    source = "import os\ndef f(): pass\nclass C: pass\nx = f()\ndef g(): pass\ny = 2\nz = 3\n"
+    seen: list[tuple[int, bool]] = []
+    ns: dict[str, object] = {SITE_NAME: lambda i, light: seen.append((i, light)), CALLED_NAME: lambda n: None}
+    exec(compile_script(source, "<prog>"), ns)
+    assert seen == [(0, True), (1, True), (2, False), (3, False), (4, False), (5, False)]
 
 
 def test_sites_follow_each_top_level_statement_but_the_last() -> None:
@@ -129,7 +145,7 @@ def test_rewritten_code_keeps_source_positions() -> None:
     from forkpoint.instrument.rewrite import CALLED_NAME, SITE_NAME, compile_script
 
     code = compile_script("x = 1\n\ndef f():\n    return 1 / 0\n\nf()\n", "<prog>")
-    ns: dict[str, object] = {SITE_NAME: lambda i: None, CALLED_NAME: lambda name: None}
+    ns: dict[str, object] = {SITE_NAME: lambda i, light: None, CALLED_NAME: lambda name: None}
     with pytest.raises(ZeroDivisionError) as info:
         exec(code, ns)
     import traceback

@@ -235,7 +235,7 @@ def test_entry_sites_keep_generators_out(tmp_path: Path) -> None:
     code = compile_script(source, "<prog>", sites=Sites(entries=frozenset({"gen", "f"})))
     seen: list[str] = []
     ns: dict[str, object] = {
-        SITE_NAME: lambda i: None,
+        SITE_NAME: lambda i, light: None,
         CALLED_NAME: lambda q: None,
         ENTRY_NAME: lambda q, args: seen.append(q) or ns[CONTINUE_NAME],
         CONTINUE_NAME: object(),

@@ -16,9 +16,10 @@ import inspect
 import linecache
 import os
 import sys
+import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from forkpoint.agent import imports, midcall, snapshot
@@ -32,6 +33,7 @@ from forkpoint.instrument.rewrite import (
     Sites,
     compile_module,
     compile_script,
+    unmarked,
 )
 
 __all__ = ["Finished", "RemainderFailed", "Sites", "called", "count", "entry", "line", "prepare", "site"]
@@ -57,8 +59,6 @@ class _File:
     module: str  # "__main__" for the script
     source: str
     sites: Sites
-    # (key, first line) -> code without the first-call marker (a name may be defined twice)
-    clean: dict[tuple[str, int], types.CodeType] = field(default_factory=dict)
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -75,6 +75,9 @@ _calls: dict[str, int] = {}  # calls so far of each function with a site inside
 _statement = 0  # the top-level statement running now
 _pending: tuple[str, str] | None = None  # new source whose later statements must run next
 CONTINUE = object()  # what an entry site returns when the call should simply go on
+LIGHT_FACTOR = 20.0  # a definition gets a checkpoint when it took this many times the last pause
+_site_end = 0.0  # perf_counter() when the last top-level site returned
+_pause = 0.0  # how long the last top-level checkpoint paused the script
 # Set by the head: serve requests in a head paused at a site, with ``frame`` innermost.
 on_pause: Callable[[types.FrameType], NoReturn] | None = None
 
@@ -130,11 +133,7 @@ def _sites_of(path: str, module: str) -> Sites:
 
 
 def _remember(path: str, module: str, source: str) -> None:
-    file = _File(path, module, source, _sites_of(path, module))
-    compiled = compile_script if module == "__main__" else compile_module
-    for code in _all_code(compiled(source, path, marked=False, sites=file.sites)):
-        file.clean[(file.sites.prefix + code.co_qualname, code.co_firstlineno)] = code
-    _files[path] = file
+    _files[path] = _File(path, module, source, _sites_of(path, module))
     # Tracebacks show the lines that ran, not whatever the file holds after an edit.
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)
 
@@ -148,23 +147,36 @@ def _split(key: str) -> tuple[_File, str]:
 
 
 def called(key: str) -> None:
-    """First call of a function: note it for the next site, then run unmarked from now on."""
+    """First call of a function: note it for the next site, then run unmarked from now on:
+    its live code with the marker jumped over (``unmarked``), whichever version it is. (The
+    frame of this first call runs the marked code, so during it ``f.__code__`` is not its
+    frame's code.)"""
     _first_calls.append(key)
     file, qualname = _split(key)
     func = _find_function(qualname, file.namespace)
-    clean = file.clean.get((key, func.__code__.co_firstlineno)) if func is not None else None
-    if func is not None and clean is not None and func.__code__.co_freevars == clean.co_freevars:
+    if func is not None and (clean := unmarked(func.__code__)) is not None:
         func.__code__ = clean
 
 
-def site(index: int) -> None:
-    """What the inserted statement after top-level statement ``index`` calls."""
-    global _statement, _pending
+def site(index: int, light: bool = False) -> None:
+    """What the inserted statement after top-level statement ``index`` calls. Between two
+    definitions (``light``: defs, classes, imports), when the one before took less than
+    ``LIGHT_FACTOR`` times the last checkpoint's pause, no checkpoint is taken: a module of
+    hundreds of defs would otherwise pay a fork for each, and a resume from the checkpoint
+    before them runs them again in microseconds (with the new code, as a fresh run would)."""
+    global _statement, _pending, _site_end, _pause
     _statement = index + 1
     if _pending is not None:  # a resumed call has returned: the rest of the script is new code
         (path, source), _pending = _pending, None
         _run_rest(path, source, index + 1)
-    if snapshot.take(site=index, called=_drain_calls()) is None:
+    start = time.perf_counter()
+    if light and start - _site_end < LIGHT_FACTOR * _pause:
+        _site_end = start
+        return  # the calls first made here travel with the next checkpoint
+    taken = snapshot.take(site=index, called=_drain_calls())
+    _site_end = time.perf_counter()
+    _pause = _site_end - start
+    if taken is None:
         directive = _unless_paused(snapshot.pop_directive(), sys._getframe(1))
         if directive is not None:
             _apply(directive)
