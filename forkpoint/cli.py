@@ -250,8 +250,9 @@ def _sites(script: str, specs: list[str], watch: list[str], render: Renderer) ->
     from forkpoint.instrument.sites import plan, user_sources
 
     path = os.path.abspath(script)
-    source = read_script(path)
-    sources = {**user_sources(path, watch), path: source} if specs else {path: source}
+    if not specs:
+        return plan(specs, path, {})  # nothing to find: the script is read once, by run_script
+    sources = {**user_sources(path, watch), path: read_script(path)}
     found = plan(specs, path, sources)
     for note in found.notes:
         render.line(f"forkpoint: {note}", "warn")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import io
 import os
+import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +71,7 @@ class Script:
         if version not in self._titles:
             source = self.versions[version]
             lines = source_lines(source)
-            self._titles[version] = [_title(lines, stmt) for stmt in ast.parse(source).body]
+            self._titles[version] = [_title(lines, at) for at in statement_starts(source)]
         return self._titles[version][site]
 
     def describe_call(self, key: str, call: int | None, line: int | None) -> str:
@@ -135,24 +136,44 @@ def source_lines(source: str) -> list[str]:
     return [line.rstrip("\r\n") for line in io.StringIO(source, newline=None).readlines()]
 
 
-def _title(lines: list[str], stmt: ast.stmt) -> str:
+def _title(lines: list[str], at: tuple[int, int]) -> str:
     """A top-level statement's first line. (Not ``ast.get_source_segment``: it splits the
     whole source at every call, which made the titles of a 3,000-line module take a second.)"""
-    text = lines[stmt.lineno - 1][stmt.col_offset :].rstrip() if stmt.lineno <= len(lines) else ""
-    return f"line {stmt.lineno}: {text if len(text) <= 60 else text[:57] + '...'}"
+    lineno, col = at
+    text = lines[lineno - 1][col:].rstrip() if lineno <= len(lines) else ""
+    return f"line {lineno}: {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+# Where the top-level statements of recently read sources start: a parse of a 9,000-line
+# module takes a fifth of a second here, and reading a script parses it already.
+_STARTS: dict[str, tuple[tuple[int, int], ...]] = {}
+_STARTS_KEPT = 8
+
+
+def statement_starts(source: str, tree: ast.Module | None = None) -> tuple[tuple[int, int], ...]:
+    """(line, column) of each top-level statement of ``source``."""
+    found = _STARTS.get(source)
+    if found is None:
+        tree = tree or ast.parse(source)
+        found = tuple((stmt.lineno, stmt.col_offset) for stmt in tree.body)
+        if len(_STARTS) >= _STARTS_KEPT:
+            _STARTS.pop(next(iter(_STARTS)))
+        _STARTS[source] = found
+    return found
 
 
 def read_script(path: str, what: str = "script") -> str:
-    """A source file, or one clear sentence on why it cannot run."""
+    """A source file, decoded as python decodes it (its coding declaration, else UTF-8), or
+    one clear sentence on why it cannot run."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with tokenize.open(path) as f:
             source = f.read()
     except FileNotFoundError:
         raise ForkpointError(f"{path} does not exist.", f"was the {what} moved or deleted?") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, SyntaxError) as exc:  # SyntaxError: a bad coding line
         raise ForkpointError(f"cannot read {path}: {exc}.") from None
     try:
-        ast.parse(source, path)
+        statement_starts(source, ast.parse(source, path))
     except SyntaxError as exc:
         raise ForkpointError(
             f"{os.path.relpath(path)}, line {exc.lineno}: {exc.msg}.",

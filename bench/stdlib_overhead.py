@@ -1,0 +1,73 @@
+"""``forkpoint run`` against ``python`` on CPython's own test modules, run as scripts.
+
+Run: ``.venv/bin/python bench/stdlib_overhead.py [--modules a,b] [--repeat 5]``. For each module
+of the running interpreter's ``Lib/test`` (copied to a temporary folder, as a user's script
+would be), the two commands are alternated ``repeat`` times and the medians printed, with
+the start-up of ``forkpoint run`` on an empty script measured in the same rounds. The ratio
+that matters is the work: (forkpoint - forkpoint's start-up) / (python - python's start-up).
+Exit codes are compared too: a run that does not give python's is flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+MODULES = "typing,enum,functools,contextlib,argparse,textwrap,statistics,fractions,heapq,bisect,collections,string,copy,abc"
+
+
+def timed(argv: list[str], cwd: str) -> tuple[float, int]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+    return time.perf_counter() - start, done.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--modules", default=MODULES)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    forkpoint = str(Path(sys.executable).with_name("forkpoint"))
+    tests = Path(sysconfig.get_paths()["stdlib"]) / "test"
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "empty.py").write_text("pass\n")
+        start_py: list[float] = []
+        start_fp: list[float] = []
+        print(f"{'module':<14} {'python':>8} {'forkpoint':>10} {'ratio':>6} {'work ratio':>10}  exit codes")
+        for name in args.modules.split(","):
+            script = f"test_{name}.py"
+            shutil.copy(tests / script, os.path.join(tmp, script))
+            py: list[float] = []
+            fp: list[float] = []
+            codes = set()
+            for _ in range(args.repeat):
+                start_py.append(timed([sys.executable, "empty.py"], tmp)[0])
+                start_fp.append(timed([forkpoint, "run", "empty.py"], tmp)[0])
+                t, a = timed([sys.executable, script], tmp)
+                py.append(t)
+                t, b = timed([forkpoint, "run", script, "--on-error", "exit"], tmp)
+                fp.append(t)
+                codes.add((a, b))
+            p, f = statistics.median(py), statistics.median(fp)
+            sp, sf = statistics.median(start_py), statistics.median(start_fp)
+            work = (f - sf) / max(p - sp, 1e-3)
+            same = all(a == b for a, b in codes)
+            said = "same" if same else str(sorted(codes))
+            print(f"{name:<14} {p:7.2f}s {f:9.2f}s {f / p:5.2f}x {work:9.2f}x  {said}")
+        print(
+            f"start-up: python {statistics.median(start_py):.3f} s, forkpoint run {statistics.median(start_fp):.3f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
