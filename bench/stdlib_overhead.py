@@ -21,7 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-MODULES = "typing,enum,functools,contextlib,argparse,textwrap,statistics,fractions,heapq,bisect,collections,string,copy,abc"
+MODULES = ",".join(
+    ["typing", "enum", "functools", "contextlib", "argparse", "textwrap", "statistics", "fractions"]
+    + ["heapq", "bisect", "collections", "string", "copy", "abc"]
+)
 
 
 def timed(argv: list[str], cwd: str) -> tuple[float, int]:
@@ -64,9 +67,8 @@ def main() -> None:
             same = all(a == b for a, b in codes)
             said = "same" if same else str(sorted(codes))
             print(f"{name:<14} {p:7.2f}s {f:9.2f}s {f / p:5.2f}x {work:9.2f}x  {said}")
-        print(
-            f"start-up: python {statistics.median(start_py):.3f} s, forkpoint run {statistics.median(start_fp):.3f} s"
-        )
+        sp, sf = statistics.median(start_py), statistics.median(start_fp)
+        print(f"start-up: python {sp:.3f} s, forkpoint run {sf:.3f} s")
 
 
 if __name__ == "__main__":
