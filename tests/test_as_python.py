@@ -152,3 +152,28 @@ def test_functions_first_called_after_a_resume_that_moved_them_run_unmarked(
     fresh = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert fresh.stdout == "first-call markers run 0 [1, 2, 3, 4, 5]\n"
     assert output.read_text() == fresh.stdout
+
+
+def test_another_virtualenv_of_the_same_python_runs_the_script(tmp_path: Path, isolated: str) -> None:
+    """forkpoint installed once, each project with its own venv: --python that venv's python
+    runs the script there, with that venv's packages and none of forkpoint's."""
+    import venv
+
+    venv.create(tmp_path / "project-venv", with_pip=False, symlinks=True)  # as `python -m venv` makes it
+    python = tmp_path / "project-venv" / "bin" / "python"
+    (tmp_path / "where.py").write_text(
+        "import sys, importlib.util\n"
+        "print(sys.prefix)\n"
+        "print(importlib.util.find_spec('psutil') is None, importlib.util.find_spec('prompt_toolkit') is None)\n"
+    )
+    done = subprocess.run(
+        [FORKPOINT, "run", "--python", str(python), "where.py", "--on-error", "exit"],
+        env=env_for(tmp_path, isolated),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [str(tmp_path / "project-venv"), "True True"]

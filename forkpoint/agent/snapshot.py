@@ -36,7 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forkpoint.agent import process_state, saved_tree
+# Imported up front, not when first needed: a restored process may find the path it was
+# imported from gone (another interpreter imports forkpoint from the controller's runtime dir).
+from forkpoint.agent import namespace, process_state, saved_tree
 from forkpoint.agent import rng as rng_at_fork
 from forkpoint.channel import Channel, connect
 from forkpoint.protocol import HEADER, PROTOCOL_VERSION
@@ -392,8 +394,6 @@ def arm() -> None:
 
 def _fork_probe(ch: Channel) -> None:
     """Answer a probe from a throwaway fork, so the checkpoint itself stays untouched."""
-    from forkpoint.agent import namespace
-
     pid = os.fork()
     if pid:
         _wait(pid)

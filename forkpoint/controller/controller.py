@@ -61,6 +61,19 @@ class Output(Enum):
     PIPES = "pipes"  # pipes the engine reads, emitted as ``events.Output`` in order
 
 
+def _agent_path(rundir: str) -> str:
+    """A folder holding only a link to the forkpoint package, for another interpreter (a
+    project's own virtualenv, even one of the same base python) to import the agent from: the
+    agent needs the standard library only, and putting forkpoint's own site-packages on that
+    interpreter's path would shadow the project's numpy with ours."""
+    folder = os.path.join(rundir, "agent-path")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    link = os.path.join(folder, "forkpoint")
+    if not os.path.islink(link):
+        os.symlink(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), link)
+    return folder
+
+
 def default_budget() -> int:
     """Half of the RAM: checkpoints only hold what the head changed since, so this is a lot."""
     return memory.physical_memory()[0] // 2
@@ -140,7 +153,9 @@ class Controller:
         """Start the first head and take checkpoint 0, the fresh interpreter (or open the
         saved session given to the constructor)."""
         self._supervisor.become_subreaper()
-        self._rundir = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=private_dir(paths.runtime_root()))
+        self._rundir = rundir = tempfile.mkdtemp(
+            prefix=f"{os.getpid()}-", dir=private_dir(paths.runtime_root())
+        )
         self._sessions.rundir = self._rundir
         socket_path = self._hub.open(self._rundir)
         if self._restore is not None:
@@ -152,9 +167,8 @@ class Controller:
                 self._scripts.script = Script.from_meta(session.script)
             return
         env = dict(os.environ, FORKPOINT_SOCKET=socket_path, FORKPOINT_CONTROLLER=str(os.getpid()))
-        if os.path.realpath(self.python) != os.path.realpath(sys.executable):
-            here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(here), env.get("PYTHONPATH")]))
+        if os.path.abspath(self.python) != os.path.abspath(sys.executable):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_agent_path(rundir), env.get("PYTHONPATH")]))
         try:
             pid = self._supervisor.spawn([self.python, "-m", "forkpoint.agent"], env, self._stdio)
         except OSError as exc:
