@@ -70,6 +70,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "entries": (list,),
         "lines": (dict,),
         "watch": (list,),
+        "argv0": _OPT_STR,  # sys.argv[0] as the user typed the script's path
     },
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},

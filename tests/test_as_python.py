@@ -162,9 +162,9 @@ def test_another_virtualenv_of_the_same_python_runs_the_script(tmp_path: Path, i
     venv.create(tmp_path / "project-venv", with_pip=False, symlinks=True)  # as `python -m venv` makes it
     python = tmp_path / "project-venv" / "bin" / "python"
     (tmp_path / "where.py").write_text(
-        "import sys, importlib.util\n"
+        "import sys, importlib.util as u\n"
         "print(sys.prefix)\n"
-        "print(importlib.util.find_spec('psutil') is None, importlib.util.find_spec('prompt_toolkit') is None)\n"
+        "print(u.find_spec('psutil') is None, u.find_spec('prompt_toolkit') is None)\n"
     )
     done = subprocess.run(
         [FORKPOINT, "run", "--python", str(python), "where.py", "--on-error", "exit"],
@@ -177,3 +177,49 @@ def test_another_virtualenv_of_the_same_python_runs_the_script(tmp_path: Path, i
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [str(tmp_path / "project-venv"), "True True"]
+
+
+MAIN = '''\
+"""doc"""
+x: int = 1
+import sys, inspect, pickle, linecache, traceback
+print(sorted(k for k in globals() if k.startswith("__")))
+print(type(__loader__).__name__, __spec__, __cached__, type(__builtins__).__name__, __package__, __doc__)
+print(__annotations__, [k for k in dir() if not k.isidentifier()])
+def f():
+    return 1
+class C:
+    pass
+print(inspect.getsource(f).strip().splitlines()[0])
+print(pickle.loads(pickle.dumps(C())).__class__.__name__)
+print(linecache.getline(__file__, 1).strip(), __loader__.get_source("__main__").splitlines()[1])
+print(sys.argv[0], sys.path[0] == __import__("os").path.dirname(__file__), __name__)
+try:
+    f() / 0
+except ZeroDivisionError:
+    print(traceback.format_exc().splitlines()[-2].strip())
+'''
+
+
+def test_main_is_pythons(tmp_path: Path, isolated: str) -> None:
+    python, forkpoint = both(tmp_path, isolated, MAIN)
+    assert python.returncode == 0, python.stderr
+    assert forkpoint.stdout == python.stdout, forkpoint.stderr
+    assert forkpoint.returncode == 0
+
+
+def test_multiprocessing_children_import_main_from_its_path(tmp_path: Path, isolated: str) -> None:
+    source = """\
+        import multiprocessing as mp
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            for method in ("spawn", "forkserver", "fork"):
+                with mp.get_context(method).Pool(2) as pool:
+                    print(method, pool.map(square, range(5)))
+        """
+    python, forkpoint = both(tmp_path, isolated, source)
+    assert python.stdout.count("[0, 1, 4, 9, 16]") == 3
+    assert (forkpoint.returncode, forkpoint.stdout) == (0, python.stdout), forkpoint.stderr

@@ -179,6 +179,7 @@ def _on_run(msg: Message) -> None:
         frozenset(str(e) for e in msg["entries"]),
         {str(p): frozenset(int(n) for n in ns) for p, ns in msg["lines"].items()},
         tuple(str(w) for w in msg["watch"]),
+        msg.get("argv0"),
     )
     status, tb, exit_code = run_code(code, ns)
     if status == "ok":

@@ -19,33 +19,26 @@ from collections.abc import Callable, Sequence
 __all__ = ["install"]
 
 Compile = Callable[[str, str, str], types.CodeType]  # (module name, path, source) -> code
-Prepare = Callable[[dict[str, object]], None]  # gives a module's namespace the site functions
 
 
 class _Loader(importlib.machinery.SourceFileLoader):
-    def __init__(self, fullname: str, path: str, compile_module: Compile, prepare: Prepare) -> None:
+    def __init__(self, fullname: str, path: str, compile_module: Compile) -> None:
         super().__init__(fullname, path)
         self._compile = compile_module
-        self._prepare = prepare
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
         source = importlib.util.decode_source(self.get_data(path))
         return self._compile(fullname, path, source)
 
-    def exec_module(self, module: types.ModuleType) -> None:
-        self._prepare(module.__dict__)
-        super().exec_module(module)
-
 
 class _Finder(importlib.abc.MetaPathFinder):
-    def __init__(self, roots: Sequence[str], compile_module: Compile, prepare: Prepare) -> None:
+    def __init__(self, roots: Sequence[str], compile_module: Compile) -> None:
         self.roots = [os.path.join(os.path.realpath(r), "") for r in roots]
         here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), here}
         self.excluded = [os.path.join(os.path.realpath(p), "") for p in prefixes]
         self.compile_module = compile_module
-        self.prepare = prepare
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
@@ -61,7 +54,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         real = os.path.realpath(spec.origin)
         if not _under(real, self.roots) or _under(real, self.excluded):
             return None
-        spec.loader = _Loader(fullname, spec.origin, self.compile_module, self.prepare)
+        spec.loader = _Loader(fullname, spec.origin, self.compile_module)
         return spec
 
     def _watched(self, place: str) -> bool:
@@ -74,6 +67,6 @@ def _under(path: str, folders: list[str]) -> bool:
     return any(path.startswith(f) for f in folders)
 
 
-def install(roots: Sequence[str], compile_module: Compile, prepare: Prepare) -> None:
+def install(roots: Sequence[str], compile_module: Compile) -> None:
     """Put the hook first on ``sys.meta_path`` for modules under ``roots``."""
-    sys.meta_path.insert(0, _Finder(roots, compile_module, prepare))
+    sys.meta_path.insert(0, _Finder(roots, compile_module))

@@ -12,6 +12,8 @@ Functions are known by key: their qualname in the script, ``module:qualname`` in
 
 from __future__ import annotations
 
+import builtins
+import importlib.machinery
 import inspect
 import linecache
 import os
@@ -89,6 +91,7 @@ def prepare(
     entries: frozenset[str] = frozenset(),
     lines: dict[str, frozenset[int]] | None = None,
     watch: tuple[str, ...] = (),
+    argv0: str | None = None,
 ) -> tuple[types.CodeType, dict[str, Any]]:
     """Set the process up like ``python path argv...`` and compile the script with sites; the
     user's modules under its folder and ``watch`` get theirs when imported."""
@@ -96,26 +99,33 @@ def prepare(
     _script, _entries, _lines, _statement = path, entries, dict(lines or {}), 0
     module = types.ModuleType("__main__")
     ns = module.__dict__
-    ns.update(__file__=path, __builtins__=__builtins__, __cached__=None)
-    give_site_functions(ns)
+    # As python sets them for a script: its loader (linecache, inspect and pkgutil ask it),
+    # the builtins module itself, no spec, no cached file.
+    loader = importlib.machinery.SourceFileLoader("__main__", path)
+    ns.update(__file__=path, __builtins__=builtins, __cached__=None, __loader__=loader, __spec__=None)
+    install_site_functions()
     sys.modules["__main__"] = module
-    sys.argv = [path, *argv]
+    sys.argv = [argv0 or path, *argv]
     sys.path[0] = os.path.dirname(os.path.abspath(path))
-    imports.install([sys.path[0], *watch], _compile_module, give_site_functions)
+    imports.install([sys.path[0], *watch], _compile_module)
     _remember(path, "__main__", source)
     return compile_script(source, path, sites=_files[path].sites), ns
 
 
-def give_site_functions(ns: dict[str, Any]) -> None:
-    ns[SITE_NAME] = site
-    ns[CALLED_NAME] = called
-    ns[ENTRY_NAME] = entry
-    ns[CONTINUE_NAME] = CONTINUE
-    ns[sitelines.LINE_NAME] = line
-    ns[sitelines.COUNT_NAME] = count
-    ns[sitelines.GUARD_NAME] = midcall.Guard
-    ns[sitelines.RESUMED_NAME] = midcall.resumed
-    ns[sitelines.PASSING_NAME] = midcall.passing
+def install_site_functions() -> None:
+    """What the rewritten code calls, as builtins: names no user code can spell, found by the
+    same lookup as ``len``, so the user's module globals (``globals()``, ``dir()``) hold only
+    what python would put there."""
+    names = vars(builtins)
+    names[SITE_NAME] = site
+    names[CALLED_NAME] = called
+    names[ENTRY_NAME] = entry
+    names[CONTINUE_NAME] = CONTINUE
+    names[sitelines.LINE_NAME] = line
+    names[sitelines.COUNT_NAME] = count
+    names[sitelines.GUARD_NAME] = midcall.Guard
+    names[sitelines.RESUMED_NAME] = midcall.resumed
+    names[sitelines.PASSING_NAME] = midcall.passing
 
 
 def _compile_module(module: str, path: str, source: str) -> types.CodeType:

@@ -32,6 +32,7 @@ class Script:
     watch: list[str] = field(default_factory=list)  # folders whose modules get sites, besides the script's
     modules: dict[str, str] = field(default_factory=dict)  # path -> module name, once imported
     module_versions: list[dict[str, str]] = field(default_factory=lambda: [{}])  # per version: path -> source
+    argv0: str = ""  # the script's path as the user typed it (python's sys.argv[0]); "": ``path``
     _titles: dict[int, list[str]] = field(default_factory=dict, repr=False)
     _source_lines: dict[tuple[int, str], list[str]] = field(default_factory=dict, repr=False)
 
@@ -47,6 +48,7 @@ class Script:
             "watch": self.watch,
             "modules": self.modules,
             "module_versions": self.module_versions,
+            "argv0": self.argv0,
         }
 
     @classmethod
@@ -62,6 +64,7 @@ class Script:
         script.module_versions = [
             {str(p): str(t) for p, t in dict(v).items()} for v in meta["module_versions"]
         ]
+        script.argv0 = str(meta.get("argv0") or "")
         return script
 
     def describe(self, site: int) -> str:

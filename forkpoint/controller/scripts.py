@@ -45,13 +45,14 @@ class ScriptVerbs:
         lines: Mapping[str, Sequence[int]] | Sequence[int] = (),
         watch: Sequence[str] = (),
     ) -> ExecResult:
-        path = os.path.abspath(path)
+        typed, path = path, os.path.abspath(path)
         source = read_script(path)
         if not isinstance(lines, Mapping):
             lines = {path: list(lines)} if lines else {}
         by_path = {os.path.abspath(p): list(ns) for p, ns in lines.items()}
         watched = [os.path.abspath(w) for w in watch]
         self.script = Script(path, list(argv), [source], time.time(), list(entries), by_path, watched)
+        self.script.argv0 = typed
         return self._start()
 
     def _start(self) -> ExecResult:
@@ -65,6 +66,7 @@ class ScriptVerbs:
             "entries": script.entries,
             "lines": script.lines,
             "watch": script.watch,
+            "argv0": script.argv0 or None,
         }
         return self._driver.run(msg)
 
