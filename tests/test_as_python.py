@@ -10,9 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import said
 from terminal import env_for
 
 from forkpoint.controller import Controller, Status
+from forkpoint.controller.events import Resuming
 from forkpoint.controller.script import Script
 
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
@@ -223,3 +225,26 @@ def test_multiprocessing_children_import_main_from_its_path(tmp_path: Path, isol
     python, forkpoint = both(tmp_path, isolated, source)
     assert python.stdout.count("[0, 1, 4, 9, 16]") == 3
     assert (forkpoint.returncode, forkpoint.stdout) == (0, python.stdout), forkpoint.stderr
+
+
+def test_resume_says_where_in_the_file_as_edited(tmp_path: Path, output: Path) -> None:
+    """The edit added two lines above the checkpoint's statement: the resume names its new line."""
+    script = tmp_path / "s.py"
+    script.write_text("def report(x):\n    print('x', x)\n\nx = 21\ny = x * 2\nreport(y)\nraise ValueError\n")
+    events: list[object] = []
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with Controller(stdio=(out, out, out), on_event=events.append) as c:
+            assert c.run_script(str(script), []).status is Status.ERROR
+            script.write_text(
+                "def report(x):\n    # reports\n    # twice\n    print('x', x)\n    print('x', x)\n\n"
+                "x = 21\ny = x * 2\nreport(y)\n"
+            )
+            resumed = c.resume()
+    finally:
+        os.close(out)
+    assert resumed.where == "line 8: y = x * 2"
+    told = said(events, Resuming)  # type: ignore[arg-type]
+    assert (
+        len(told) == 1 and told[0].startswith("resuming from [") and "] after line 8: y = x * 2:" in told[0]
+    )

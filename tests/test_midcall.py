@@ -314,7 +314,8 @@ def test_a_line_site_moves_with_its_statement(session: Session) -> None:
     session.run(source, lines=(3,))
     fixed = "# a comment\n# and another\n" + source.replace("assert i < 2", "assert i < 5")
     where, out = session.resume(fixed)
-    assert where.startswith("before line 3 in call 1 of f()")  # the title of the old version
+    # Named as the file reads now: the statement moved from line 3 to line 5 with the edit.
+    assert where.startswith("before line 5 in call 1 of f(): print('i', i)")
     assert out == "i 2\ni 3\n"
     assert session.c.script is not None and session.c.script.lines == {str(session.script): [5]}
 

@@ -4,6 +4,7 @@ part carries the choice out and says what it did as events."""
 
 from __future__ import annotations
 
+import ast
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,9 @@ from forkpoint.controller.results import ExecResult, Resumed, Status
 from forkpoint.controller.resume_policy import ResumeCheck, choose_resume, old_calls
 from forkpoint.controller.script import Script, read_script
 from forkpoint.errors import ForkpointError, Reason
+from forkpoint.instrument.lines import follow_line
 from forkpoint.protocol import Message
+from forkpoint.tree import Checkpoint
 
 __all__ = ["ScriptVerbs"]
 
@@ -117,12 +120,13 @@ class ScriptVerbs:
             "lines": script.lines,
             "modules": modules,
         }
-        self._outbox.emit(Resuming(node.id, node.title, skipped))
+        where = _where_now(script, node)
+        self._outbox.emit(Resuming(node.id, where if node.entry else f"after {where}", skipped))
         if node.entry and (calls := old_calls(tree, node)) is not None:
             self._outbox.emit(OldCallsRan(calls.function, calls.calls, calls.redo_from))
         result = driver.replace_head(node, resume=directive)
         assert result is not None
-        return Resumed(node.id, node.source, skipped, result)
+        return Resumed(node.id, where, skipped, result)
 
     def pm_exec(self, code: str, frame: int) -> tuple[bool, str]:
         """Run an input in frame ``frame`` of the failure (0: where it was raised)."""
@@ -137,3 +141,17 @@ class ScriptVerbs:
         if reply is None:
             raise ForkpointError("the script's process is gone; resume to go on.")
         return bool(reply["ok"]), str(reply["text"])
+
+
+def _where_now(script: Script, node: Checkpoint) -> str:
+    """What ``node`` follows, in the numbering of the newest version (the file as edited):
+    the statement it follows moved with the edit, and the user reads the file as it is now."""
+    assert node.site is not None and node.version is not None
+    if node.entry is None:
+        return script.describe(node.site)
+    if node.line is None:
+        return script.describe_call(node.entry, node.call, None)
+    _, old = script.source_of(node.entry, node.version)
+    _, new = script.source_of(node.entry, len(script.versions) - 1)
+    moved = follow_line(ast.parse(old), ast.parse(new), node.line) if old and new else None
+    return script.describe_call(node.entry, node.call, moved or node.line)
