@@ -31,7 +31,14 @@ _OPT_STR = (str, type(None))
 _OPT_INT = (int, type(None))
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # agent -> controller
-    "hello": {"role": _STR, "pid": _INT, "version": _INT, "origin": _OPT_INT, "secret": _OPT_STR},
+    "hello": {
+        "role": _STR,
+        "pid": _INT,
+        "version": _INT,
+        "origin": _OPT_INT,
+        "secret": _OPT_STR,
+        "files": (dict, type(None)),  # a new head: files it cut back to the checkpoint, or could not
+    },
     "taken": {
         "pid": _INT,
         "label": _OPT_STR,

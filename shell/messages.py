@@ -35,6 +35,7 @@ NOTICES = (
     ev.ThreadsLeftOut,
     ev.CudaInUse,
     ev.NoCheckpoint,
+    ev.FilesRewound,
     ev.HeadNotice,
     ev.ConnectionRefused,
     ev.ResumeBlocked,
@@ -115,6 +116,18 @@ def event_text(event: ev.Event) -> str:  # noqa: C901 - one case per event type,
             )
         case ev.NoCheckpoint(error):
             return f"no checkpoint after this input: fork failed ({error})."
+        case ev.FilesRewound(rewound, kept):
+            parts: list[str] = []
+            if rewound:
+                parts.append(
+                    f"{_files(rewound)} cut back to where {'it' if len(rewound) == 1 else 'they'} stood"
+                )
+            if kept:
+                parts.append(
+                    f"{_files(kept)} left as {'it is' if len(kept) == 1 else 'they are'}: replaced or "
+                    "shortened since the checkpoint, so what follows may differ from a fresh run"
+                )
+            return "; ".join(parts) + "."
         case ev.HeadNotice(text):
             return text
         case ev.ResumeBlocked(checkpoint, blocker):
@@ -135,6 +148,11 @@ def event_text(event: ev.Event) -> str:  # noqa: C901 - one case per event type,
         case ev.Output(_, text):
             return text
     raise TypeError(f"no words for {event!r}")
+
+
+def _files(paths: tuple[str, ...]) -> str:
+    names = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return f"{'file' if len(paths) == 1 else 'files'} {names}"
 
 
 def event_style(event: ev.Event) -> str | None:

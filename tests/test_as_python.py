@@ -14,7 +14,7 @@ from conftest import said
 from terminal import env_for
 
 from forkpoint.controller import Controller, Status
-from forkpoint.controller.events import Resuming
+from forkpoint.controller.events import FilesRewound, Resuming
 from forkpoint.controller.script import Script
 
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
@@ -248,3 +248,44 @@ def test_resume_says_where_in_the_file_as_edited(tmp_path: Path, output: Path) -
     assert (
         len(told) == 1 and told[0].startswith("resuming from [") and "] after line 8: y = x * 2:" in told[0]
     )
+
+
+WRITER = """\
+import sys
+
+def write(path, n):
+    with open(path, "w") as fp:
+        for i in range(n):
+            fp.write(f"line {i:04d} " + "x" * 90 + "\\n")
+            if i == 150:
+                raise ValueError(i)
+
+write(sys.argv[1], 200)
+print("done")
+"""
+
+
+def test_a_file_being_written_is_rewound_with_the_head(tmp_path: Path, output: Path) -> None:
+    """A checkpoint inside ``with open(path, "w")``, a failure, a fix, a resume: the file must
+    be what a fresh run of the fixed program writes (the failed head's writes are cut off), and
+    the resume says which file it cut back."""
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    target = tmp_path / "out.txt"
+    events: list[object] = []
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with Controller(stdio=(out, out, out), on_event=events.append) as c:
+            result = c.run_script(str(script), [str(target)], lines={str(script): [6]})
+            assert result.status is Status.ERROR
+            script.write_text(WRITER.replace("i == 150", "i == 1000"))
+            resumed = c.resume()
+            assert resumed.result.status is Status.EXIT, resumed.result.traceback
+            assert resumed.where.startswith("before line 6 in call 1 of write()")
+    finally:
+        os.close(out)
+    fresh = tmp_path / "fresh.txt"
+    subprocess.run([sys.executable, str(script), str(fresh)], check=True, timeout=60)
+    assert target.read_bytes() == fresh.read_bytes()
+    told = said(events, FilesRewound)  # type: ignore[arg-type]
+    assert told and str(target) in told[-1] and "cut back" in told[-1]

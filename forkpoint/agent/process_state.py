@@ -12,8 +12,17 @@ import fcntl
 import os
 import stat
 import sys
+from typing import NamedTuple
 
-__all__ = ["flush", "nvidia_open", "other_threads", "restore_offsets", "scan_fds"]
+__all__ = [
+    "Written",
+    "flush",
+    "nvidia_open",
+    "other_threads",
+    "restore_offsets",
+    "rewind_written",
+    "scan_fds",
+]
 
 _NVIDIA_MAJOR = 195
 nvidia_open = False  # an NVIDIA device was among the fds at the last scan
@@ -27,29 +36,71 @@ def other_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t is not threading.current_thread()]
 
 
-def scan_fds() -> list[tuple[int, int, int, int]]:
-    """Offsets of open regular files; also notes an open NVIDIA device (``nvidia_open``)."""
+class Written(NamedTuple):
+    """A regular file open for writing (not append-only, not stdio) at a checkpoint."""
+
+    fd: int
+    dev: int
+    ino: int
+    offset: int
+    size: int
+    path: str
+
+
+def scan_fds() -> tuple[list[tuple[int, int, int, int]], list[Written]]:
+    """Offsets of regular files open for reading, and where each file open for writing stood;
+    also notes an open NVIDIA device (``nvidia_open``)."""
     global nvidia_open
     nvidia_open = False
     offsets = []
+    written = []
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         try:
             st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and _rewinds_offset(fd):
-                offsets.append((fd, st.st_dev, st.st_ino, os.lseek(fd, 0, os.SEEK_CUR)))
+            if stat.S_ISREG(st.st_mode):
+                flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+                if flags & os.O_APPEND:
+                    continue  # a log: output goes on
+                at = os.lseek(fd, 0, os.SEEK_CUR)
+                if flags & os.O_ACCMODE == os.O_RDONLY:
+                    offsets.append((fd, st.st_dev, st.st_ino, at))
+                elif fd > 2:  # stdout redirected to a file keeps going forward
+                    path = os.readlink(f"/proc/self/fd/{fd}")
+                    written.append(Written(fd, st.st_dev, st.st_ino, at, st.st_size, path))
             elif stat.S_ISCHR(st.st_mode) and _is_nvidia(fd, st):
                 nvidia_open = True
         except OSError:
             continue
-    return offsets
+    return offsets, written
 
 
-def _rewinds_offset(fd: int) -> bool:
-    """Files opened for reading get their offset back; output files (stdout redirected to a
-    log, write-only or append mode) keep going forward, or a rewind would overwrite output."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    return not (flags & os.O_APPEND) and flags & os.O_ACCMODE != os.O_WRONLY
+def rewind_written(written: list[Written]) -> tuple[list[str], list[str]]:
+    """In a new head: cut each file the process was writing back to its size at the
+    checkpoint and put its offset back (fork shares the open file, so the failed head's
+    writes are in it). Returns the files rewound, and those left as they are because that
+    would not be right: replaced at their path since, or now shorter (someone else wrote)."""
+    rewound, kept = [], []
+    for w in written:
+        try:
+            st = os.fstat(w.fd)
+            if (st.st_dev, st.st_ino) != (w.dev, w.ino):
+                continue  # not the same file: the fd was closed and reused
+            try:
+                there = os.stat(w.path)
+                replaced = (there.st_dev, there.st_ino) != (w.dev, w.ino)
+            except FileNotFoundError:
+                replaced = True
+            if replaced or st.st_size < w.size:
+                kept.append(w.path)
+                continue
+            if st.st_size != w.size or os.lseek(w.fd, 0, os.SEEK_CUR) != w.offset:
+                os.ftruncate(w.fd, w.size)
+                os.lseek(w.fd, w.offset, os.SEEK_SET)
+                rewound.append(w.path)
+        except OSError:
+            kept.append(w.path)
+    return rewound, kept
 
 
 def _is_nvidia(fd: int, st: os.stat_result) -> bool:

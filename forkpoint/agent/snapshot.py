@@ -69,6 +69,7 @@ class _Saved:
     """What a new head puts back: state that fork does not keep or that the head moved on."""
 
     offsets: list[tuple[int, int, int, int]]
+    written: list[process_state.Written]
     rng: Any
     sigint: Any
 
@@ -163,7 +164,7 @@ def take(
     _takes += 1
     if _takes % REAP_EVERY == 0:
         _reap_children()
-    offsets = process_state.scan_fds()
+    offsets, written = process_state.scan_fds()
     _warn_cuda()
     threads = _warn_threads()
     rng = None if rng_at_fork.in_child else rng_at_fork.state()
@@ -193,7 +194,7 @@ def take(
         rng_at_fork.enabled = False
         if rng_at_fork.in_child:
             rng = rng_at_fork.at_fork
-        _park(_Saved(offsets, rng, signal.getsignal(signal.SIGINT)))
+        _park(_Saved(offsets, written, rng, signal.getsignal(signal.SIGINT)))
     except BaseException:  # a forked child never unwinds into user code
         os._exit(70)
     return None
@@ -372,11 +373,15 @@ def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
         pass
     signal.signal(signal.SIGINT, saved.sigint)
     process_state.restore_offsets(saved.offsets)
+    rewound, kept = process_state.rewind_written(saved.written)
     if saved.rng is not None:
         sys.modules["random"].setstate(saved.rng)
     new = connect(_link.socket_path)
     _link.channel = new
-    new.send(_hello("head", origin))
+    hello = _hello("head", origin)
+    if rewound or kept:
+        hello["files"] = {"rewound": rewound, "kept": kept}  # told with the hello: nothing waits
+    new.send(hello)
 
 
 def arm() -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "CudaInUse",
     "Event",
     "Evicted",
+    "FilesRewound",
     "HeadDied",
     "HeadNotice",
     "InterruptIgnored",
@@ -109,6 +110,16 @@ class NoCheckpoint:
 
 
 @dataclass(frozen=True)
+class FilesRewound:
+    """A new head cut files the process was writing back to where they were at the checkpoint
+    (``rewound``), and left others as they are (``kept``: replaced at their path since, or
+    shorter now), where going on may not give what a fresh run would."""
+
+    rewound: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class HeadNotice:
     """A notice in words from an agent of another forkpoint version (a restored session)."""
 
@@ -172,6 +183,7 @@ Event = (
     | ThreadsLeftOut
     | CudaInUse
     | NoCheckpoint
+    | FilesRewound
     | HeadNotice
     | ResumeBlocked
     | LineSiteGone

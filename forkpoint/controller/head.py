@@ -20,6 +20,7 @@ from forkpoint.controller.events import (
     CodeSwapped,
     CudaInUse,
     Event,
+    FilesRewound,
     HeadNotice,
     NoCheckpoint,
     ThreadsLeftOut,
@@ -176,6 +177,11 @@ class HeadLink:
         except ForkpointError:
             self._pool.lost(node)
         self.attach(int(arrival.hello["pid"]), arrival.channel)
+        files = arrival.hello.get("files")
+        if isinstance(files, dict):
+            rewound = tuple(str(p) for p in files.get("rewound") or ())
+            kept = tuple(str(p) for p in files.get("kept") or ())
+            self._emit(FilesRewound(rewound, kept))
 
     def kill(self, wait: bool = True) -> None:
         """SIGKILL the head (reaped now, or later: see ``Supervisor.kill``)."""
