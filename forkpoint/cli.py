@@ -188,7 +188,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from forkpoint.shell.render import Renderer, human_bytes
 
     on_error = "shell" if args.interactive else args.on_error or ("shell" if sys.stdin.isatty() else "exit")
-    render = Renderer()
+    render = Renderer(notices=sys.stderr)
     with _controller(args, render) as controller:
         watch = [os.path.abspath(w) for w in args.watch]
         sites = _sites(args.script, args.checkpoint_at, watch, render)
@@ -225,7 +225,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from forkpoint.controller.results import Status
     from forkpoint.shell.render import Renderer
 
-    render = Renderer()
+    render = Renderer(notices=sys.stderr)
     args.restore = args.name
     with _controller(args, render) as controller:
         if controller.script is None:
@@ -255,7 +255,7 @@ def _sites(script: str, specs: list[str], watch: list[str], render: Renderer) ->
     sources = {**user_sources(path, watch), path: read_script(path)}
     found = plan(specs, path, sources)
     for note in found.notes:
-        render.line(f"forkpoint: {note}", "warn")
+        render.line(f"forkpoint: {note}", "warn", render.notices)
     return found
 
 

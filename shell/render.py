@@ -44,9 +44,14 @@ def human_age(seconds: float) -> str:
 
 
 class Renderer:
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+    def __init__(
+        self, out: TextIO | None = None, err: TextIO | None = None, notices: TextIO | None = None
+    ) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr  # tracebacks, as Python writes them
+        # forkpoint's own sentences: on stdout in the shell; on stderr for `run`, whose stdout
+        # is the program's (redirected, it must hold what python would write there)
+        self.notices = notices or self.out
         self.color = self.out.isatty() and "NO_COLOR" not in os.environ
         self._partial = False  # a progress line is on screen
 
@@ -77,11 +82,11 @@ class Renderer:
             stream.write(event.text)
             stream.flush()
             return
-        self.line(f"forkpoint: {event_text(event)}", event_style(event))
+        self.line(f"forkpoint: {event_text(event)}", event_style(event), self.notices)
 
     def error(self, exc: ForkpointError) -> None:
         said = hint(exc)
-        self.line(f"forkpoint: {exc.message}" + (f" ({said})" if said else ""), "error")
+        self.line(f"forkpoint: {exc.message}" + (f" ({said})" if said else ""), "error", self.notices)
 
     def result(self, result: ExecResult) -> None:
         if result.traceback:

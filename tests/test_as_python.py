@@ -289,3 +289,65 @@ def test_a_file_being_written_is_rewound_with_the_head(tmp_path: Path, output: P
     assert target.read_bytes() == fresh.read_bytes()
     told = said(events, FilesRewound)  # type: ignore[arg-type]
     assert told and str(target) in told[-1] and "cut back" in told[-1]
+
+
+NQUEENS = """\
+def permutations(iterable):
+    pool = tuple(iterable)
+    n = len(pool)
+    indices = list(range(n))
+    cycles = list(range(n - 1 + 1, 0, -1))
+    yield tuple(pool[i] for i in indices[:n])
+    while n:
+        for i in reversed(range(n)):
+            cycles[i] -= 1
+            if cycles[i] == 0:
+                indices[i:] = indices[i + 1:] + indices[i:i + 1]
+                cycles[i] = n - i
+            else:
+                j = cycles[i]
+                indices[i], indices[-j] = indices[-j], indices[i]
+                yield tuple(pool[i] for i in indices[:n])
+                break
+        else:
+            return
+
+
+def n_queens(queen_count):
+    cols = range(queen_count)
+    for vec in permutations(cols):
+        if queen_count == len(set(vec[i] + i for i in cols)) == len(set(vec[i] - i for i in cols)):
+            yield vec
+
+
+def solve(n):
+    return sum(1 for _ in n_queens(n))
+
+
+for n in range(4, 8):
+    print(n, solve(n))
+"""
+
+
+def test_a_checkpoint_asked_in_a_generator_goes_to_its_nearest_plain_caller(
+    tmp_path: Path, isolated: str
+) -> None:
+    """nqueens is generators all the way down: the checkpoint goes to solve(), which calls them."""
+    (tmp_path / "nq.py").write_text(NQUEENS)
+    env = env_for(tmp_path, isolated)
+    fresh = subprocess.run(
+        [sys.executable, "nq.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    for spec in ("permutations", "nq.py:25"):
+        done = subprocess.run(
+            [FORKPOINT, "run", "nq.py", "--checkpoint-at", spec, "--on-error", "exit"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == fresh.stdout
+        assert "so the checkpoint is at the entry of solve() instead" in done.stderr

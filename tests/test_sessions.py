@@ -251,13 +251,14 @@ def test_run_on_error_save_then_resume_after_an_edit(tmp_path: Path, isolated: s
     script.write_text((programs / "batch_fixed.py").read_text())
     done = forkpoint("resume", "b")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "resuming from [" in done.stdout and "the entry of call 4 of process()" in done.stdout
+    # forkpoint's sentences on stderr; stdout is the program's
+    assert "resuming from [" in done.stderr and "the entry of call 4 of process()" in done.stderr
     fresh = subprocess.run([sys.executable, str(script), "6"], capture_output=True, text=True).stdout
     expected = fresh[fresh.index("done 4") :]
     for i in (1, 2, 3):  # calls 1-3 ran the old code before the save, as forkpoint says
         expected = expected.replace(f"'video{i}.mp4:", "'video{}.mp4:")
     assert done.stdout.endswith(expected)
-    assert "calls 1-3 of process() in this statement ran the old code" in done.stdout
+    assert "calls 1-3 of process() in this statement ran the old code" in done.stderr
 
 
 ARRAYS = """\
@@ -295,7 +296,7 @@ def test_a_script_sessions_checkpoints_share_pages_on_disk(tmp_path: Path, isola
         resume = [FORKPOINT, "resume", "arr", *lazy]
         done = subprocess.run(resume, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert f"resuming from [{max(dumps)}]" in done.stdout
+        assert f"resuming from [{max(dumps)}]" in done.stderr
         assert done.stdout.endswith(fresh.stdout.splitlines()[-1] + "\n")
 
     link = folder / "images" / str(dumps[-1]) / "parent"

@@ -160,13 +160,55 @@ def plan(specs: list[str], script: str, sources: dict[str, str]) -> Plan:
                 _plan_line(spec, site, tree, prefix, result)
                 continue
             if is_generator(functions(tree)[site.function]):
-                raise ForkpointError(
-                    f"--checkpoint-at {spec}: {site.function} is a generator or coroutine, whose calls "
-                    "cannot be entered again.",
-                    "name the function that iterates it",
-                )
+                _plan_callers(spec, site.function, site.function, tree, prefix, result)
+                continue
             result.entries.append(prefix + site.function)
     return result
+
+
+def _plan_callers(spec: str, what: str, function: str, tree: ast.Module, prefix: str, result: Plan) -> None:
+    """A checkpoint asked for in a generator (or coroutine), whose calls cannot be entered
+    again: put it at the entry of the nearest callers in this file that are plain functions."""
+    callers = nearest_plain_callers(tree, function)
+    if not callers:
+        raise ForkpointError(
+            f"--checkpoint-at {spec}: {what} is a generator or coroutine, "
+            "whose calls cannot be entered again.",
+            "no plain function of its file calls it: name the function that iterates it",
+        )
+    names = ", ".join(f"{c}()" for c in callers)
+    result.notes.append(
+        f"{what} is a generator or coroutine, whose calls cannot be entered again, so the checkpoint "
+        f"is at the entry of {names} instead, which call{'s' if len(callers) == 1 else ''} it"
+    )
+    result.entries.extend(prefix + c for c in callers)
+
+
+def nearest_plain_callers(tree: ast.Module, function: str) -> list[str]:
+    """The functions of ``tree`` that call ``function`` by name and are not generators or
+    coroutines, going up through callers that are (a pipeline of generators); outermost
+    functions and methods only, which are the ones that get entry sites."""
+    found = functions(tree)
+    todo, seen, plain = [function], {function}, []
+    while todo:
+        callee = todo.pop(0).rpartition(".")[2]
+        for qualname, node in found.items():
+            if qualname in seen or "<locals>" in qualname or not _calls(node, callee):
+                continue
+            seen.add(qualname)
+            (todo if is_generator(node) else plain).append(qualname)
+    return plain
+
+
+def _calls(node: ast.AST, name: str) -> bool:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call):
+            func = sub.func
+            if (isinstance(func, ast.Name) and func.id == name) or (
+                isinstance(func, ast.Attribute) and func.attr == name
+            ):
+                return True
+    return False
 
 
 def _plan_line(spec: str, site: Site, tree: ast.Module, prefix: str, result: Plan) -> None:
@@ -175,10 +217,8 @@ def _plan_line(spec: str, site: Site, tree: ast.Module, prefix: str, result: Pla
         found = locate(tree, line)
     except NotASite as exc:
         if is_generator(functions(tree)[exc.fallback]):
-            raise ForkpointError(
-                f"--checkpoint-at {spec}: {exc.why}, whose calls cannot be entered again.",
-                "name a line in the function that iterates it",
-            ) from None
+            _plan_callers(spec, f"line {line}'s function {exc.fallback}", exc.fallback, tree, prefix, result)
+            return
         result.notes.append(f"{exc.why}, so the checkpoint is at the entry of {exc.fallback}() instead")
         result.entries.append(prefix + exc.fallback)
         return
