@@ -189,7 +189,8 @@ def nearest_plain_callers(tree: ast.Module, function: str) -> list[str]:
     coroutines, going up through callers that are (a pipeline of generators); outermost
     functions and methods only, which are the ones that get entry sites."""
     found = functions(tree)
-    todo, seen, plain = [function], {function}, []
+    todo, seen = [function], {function}
+    plain: list[str] = []
     while todo:
         callee = todo.pop(0).rpartition(".")[2]
         for qualname, node in found.items():
