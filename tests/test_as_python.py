@@ -124,6 +124,7 @@ def check(total):
 total = sum(work(i) for i in range(3))
 check(total + 1)
 helper(0)  # its first call, after the resume
+helper(0)  # the marker is swapped out at the next marked call (the first one is over)
 import sys
 seen = []
 sys.setprofile(lambda frame, event, arg: seen.append(frame.f_code.co_name) if event == "call" else None)

@@ -73,6 +73,8 @@ _script = ""  # the script's path
 _entries: frozenset[str] = frozenset()  # keys of functions with a checkpoint at each call's entry
 _lines: dict[str, frozenset[int]] = {}  # path -> lines with a checkpoint before them
 _first_calls: list[str] = []  # functions first called (and modules imported) since the last site
+_marked: dict[int, types.CodeType] = {}  # id -> marked code whose first call has run
+_unswapped: dict[int, tuple[str, types.CodeType]] = {}  # id -> (key, code): first call running
 _calls: dict[str, int] = {}  # calls so far of each function with a site inside
 _statement = 0  # the top-level statement running now
 _pending: tuple[str, str] | None = None  # new source whose later statements must run next
@@ -157,14 +159,30 @@ def _split(key: str) -> tuple[_File, str]:
 
 
 def called(key: str) -> None:
-    """First call of a function: note it for the next site, then run unmarked from now on:
-    its live code with the marker jumped over (``unmarked``), whichever version it is. (The
-    frame of this first call runs the marked code, so during it ``f.__code__`` is not its
-    frame's code.)"""
-    _first_calls.append(key)
+    """What a marked function runs first. At its first call the call is noted for the next
+    site; from then on it runs unmarked: its live code with the marker jumped over
+    (``unmarked``), whichever version it is.
+
+    The swap waits until the first call is over (the next marked call of any function), so
+    that during it ``f.__code__`` is its frame's code, as under python (CPython's own
+    test_sys checks). A function whose object cannot be found (a wrapper hides it) keeps its
+    marker, which then costs a dict lookup."""
+    code = sys._getframe(1).f_code
+    here = id(code)
+    for other in [c for c in _unswapped if c != here]:
+        _swap_out_marker(*_unswapped.pop(other))
+    if here not in _marked:  # the first call
+        _first_calls.append(key)
+        _marked[here] = code  # kept alive, so its id is never another code's
+        _unswapped[here] = (key, code)
+    elif here in _unswapped:  # called again before any other marked function: swap now
+        _swap_out_marker(*_unswapped.pop(here))
+
+
+def _swap_out_marker(key: str, code: types.CodeType) -> None:
     file, qualname = _split(key)
-    func = _find_function(qualname, file.namespace)
-    if func is not None and (clean := unmarked(func.__code__)) is not None:
+    func = _find_function(qualname, file.namespace, code)
+    if func is not None and (clean := unmarked(code)) is not None:
         func.__code__ = clean
 
 
@@ -347,13 +365,28 @@ def _code_objects(code: types.CodeType) -> dict[str, types.CodeType]:
     return found
 
 
-def _find_function(qualname: str, ns: dict[str, Any]) -> types.FunctionType | None:
+def _find_function(
+    qualname: str, ns: dict[str, Any], code: types.CodeType | None = None
+) -> types.FunctionType | None:
+    """The function object named ``qualname`` in ``ns`` (whose code is ``code``, if given),
+    through the decorators that keep it: staticmethod, classmethod, property, functools.wraps
+    (``__wrapped__``: lru_cache, contextmanager, ...)."""
     if "<locals>" in qualname:
         return None  # a nested function is made anew by each call of its parent
     parts = qualname.split(".")
     obj: Any = ns.get(parts[0])
     for part in parts[1:]:
         obj = vars(obj).get(part) if isinstance(obj, type) else None
-    if isinstance(obj, (staticmethod, classmethod)):
-        obj = obj.__func__
-    return obj if isinstance(obj, types.FunctionType) else None
+    todo, seen = [obj], 0
+    while todo and seen < 16:
+        obj, seen = todo.pop(0), seen + 1
+        if isinstance(obj, types.FunctionType) and (code is None or obj.__code__ is code):
+            return obj
+        if isinstance(obj, property):
+            todo += [obj.fget, obj.fset, obj.fdel]
+            continue
+        try:
+            todo += [getattr(obj, name, None) for name in ("__func__", "__wrapped__")]
+        except Exception:  # a user object's __getattr__ may raise anything
+            continue
+    return None
