@@ -54,9 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a script with a checkpoint after each top-level statement; resume it after an edit",
-        usage="forkpoint run [OPTIONS] script.py [OPTIONS] [-- SCRIPT_ARGS...]",
+        usage="forkpoint run [OPTIONS] (script.py | -m MODULE | -c CODE) [OPTIONS] [-- SCRIPT_ARGS...]",
     )
-    run.add_argument("script", help="the Python script to run")
+    run.add_argument("script", nargs="?", help="the Python script to run")
+    run.add_argument(
+        "-m", dest="module", metavar="MODULE", help="run a module as python -m does (the current folder's)"
+    )
+    run.add_argument(
+        "-c", dest="code", metavar="CODE", help="run a program given as a string, as python -c does"
+    )
     run.add_argument(
         "--checkpoint-at",
         action="append",
@@ -188,13 +194,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from forkpoint.shell.render import Renderer, human_bytes
 
     on_error = "shell" if args.interactive else args.on_error or ("shell" if sys.stdin.isatty() else "exit")
+    given = [w for w in (args.script, args.module, args.code) if w is not None]
+    if len(given) != 1:
+        raise ForkpointError("run takes one program: a script, -m MODULE or -c CODE.", "forkpoint run --help")
     render = Renderer(notices=sys.stderr)
     with _controller(args, render) as controller:
         watch = [os.path.abspath(w) for w in args.watch]
-        sites = _sites(args.script, args.checkpoint_at, watch, render)
-        result = controller.run_script(
-            args.script, args.script_args, tuple(sites.entries), sites.lines, watch
-        )
+        if args.code is not None:
+            result = controller.run_script("-c", args.script_args, watch=watch, code=args.code)
+        else:
+            module, path = (
+                _module_file(args.module, controller.python) if args.module else (None, args.script)
+            )
+            sites = _sites(path, args.checkpoint_at, watch, render)
+            result = controller.run_script(
+                path, args.script_args, tuple(sites.entries), sites.lines, watch, module=module
+            )
         if result.status is Status.EXIT and args.interactive:
             from forkpoint.shell.repl import Shell
 
@@ -204,7 +219,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return result.exit_code or 0
         render.result(result)
         if on_error == "save":
-            stem = os.path.splitext(os.path.basename(args.script))[0]
+            stem = os.path.splitext(os.path.basename(args.script or args.module or "c"))[0]
             name = args.session or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
             saved = controller.save_script(name, render.progress)
             render.line(
@@ -241,6 +256,31 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         from forkpoint.shell.repl import Shell
 
         return Shell(controller, render, postmortem=True).run()
+
+
+_FIND_MODULE = """
+import importlib.util, sys
+sys.path.insert(0, "")
+try:
+    spec = importlib.util.find_spec(sys.argv[1])
+    if spec is not None and spec.submodule_search_locations is not None:
+        spec = importlib.util.find_spec(sys.argv[1] + ".__main__")
+except (ImportError, ValueError):
+    spec = None
+print(spec.name, spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+"""
+
+
+def _module_file(name: str, python: str) -> tuple[str, str]:
+    """The module ``python -m name`` runs (``pkg.__main__`` for a package) and its file, as
+    the interpreter that runs the code finds them (the current folder first, as -m searches)."""
+    import subprocess
+
+    found = subprocess.run([python, "-c", _FIND_MODULE, name], capture_output=True, text=True, timeout=60)
+    module, _, origin = found.stdout.strip().partition(" ")
+    if found.returncode != 0 or not origin:
+        raise ForkpointError(f"there is no module named {name} (with a .py file) for {python}.")
+    return module, origin
 
 
 def _sites(script: str, specs: list[str], watch: list[str], render: Renderer) -> Plan:

@@ -78,6 +78,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "lines": (dict,),
         "watch": (list,),
         "argv0": _OPT_STR,  # sys.argv[0] as the user typed the script's path
+        "module": _OPT_STR,  # run as python -m this module
     },
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},

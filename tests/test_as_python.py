@@ -352,3 +352,71 @@ def test_a_checkpoint_asked_in_a_generator_goes_to_its_nearest_plain_caller(
         assert done.returncode == 0, done.stderr
         assert done.stdout == fresh.stdout
         assert "so the checkpoint is at the entry of solve() instead" in done.stderr
+
+
+def cli(tmp_path: Path, marker: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args),
+        env=env_for(tmp_path, marker),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def make_package(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "helper.py").write_text("def twice(x):\n    return 2 * x\n")
+    (tmp_path / "pkg" / "__main__.py").write_text("print('main', __name__, __spec__.name, __package__)\n")
+    (tmp_path / "pkg" / "tool.py").write_text(
+        "import os, sys\n"
+        "from . import helper\n"
+        "print(__name__, __package__, __spec__.name, sys.argv[0] == __file__, sys.argv[1:])\n"
+        "print(sys.path[0] == os.getcwd(), helper.twice(21))\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        ["-m", "pkg.tool"],
+        ["-m", "pkg"],
+        ["-c", "import sys; print(sys.argv, repr(sys.path[0]), __name__, '__file__' in globals()); 1/0"],
+    ],
+)
+def test_dash_m_and_dash_c_are_pythons(tmp_path: Path, isolated: str, program: list[str]) -> None:
+    make_package(tmp_path)
+    python = cli(tmp_path, isolated, sys.executable, *program, "a", "b")
+    forkpoint = cli(tmp_path, isolated, FORKPOINT, "run", *program, "--on-error", "exit", "--", "a", "b")
+    assert forkpoint.returncode == python.returncode, forkpoint.stderr
+    assert forkpoint.stdout == python.stdout
+    if program[0] == "-c":
+        assert python.stderr in forkpoint.stderr  # the traceback, without source lines, as python's
+
+
+def test_dash_m_fails_is_edited_and_resumes(
+    tmp_path: Path, output: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """python -m runs a module of the current folder: its functions and its package's are
+    the user's code, so a fix in the package resumes as a script's does."""
+    make_package(tmp_path)
+    tool = tmp_path / "pkg" / "tool.py"
+    tool.write_text("from . import helper\nx = helper.twice(21)\nprint('x', x)\nprint(helper.twice(None))\n")
+    monkeypatch.chdir(tmp_path)  # the head starts in the folder, as python -m would
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with Controller(stdio=(out, out, out)) as c:
+            result = c.run_script(str(tool), [], module="pkg.tool")
+            assert result.status is Status.ERROR and result.traceback and "TypeError" in result.traceback
+            (tmp_path / "pkg" / "helper.py").write_text("def twice(x):\n    return 2 * (x or 0)\n")
+            resumed = c.resume()
+            assert resumed.result.status is Status.EXIT, resumed.result.traceback
+    finally:
+        os.close(out)
+    # helper.twice had run the old code, so the resume goes on from before its first call
+    fresh = subprocess.run([sys.executable, "-m", "pkg.tool"], capture_output=True, text=True, timeout=60)
+    assert fresh.stdout == "x 42\n0\n"
+    assert output.read_text() == "x 42\n" + fresh.stdout

@@ -180,6 +180,7 @@ def _on_run(msg: Message) -> None:
         {str(p): frozenset(int(n) for n in ns) for p, ns in msg["lines"].items()},
         tuple(str(w) for w in msg["watch"]),
         msg.get("argv0"),
+        msg.get("module"),
     )
     status, tb, exit_code = run_code(code, ns)
     if status == "ok":

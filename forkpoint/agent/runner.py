@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import importlib.machinery
+import importlib.util
 import inspect
 import linecache
 import os
@@ -78,6 +79,7 @@ _unswapped: dict[int, tuple[str, types.CodeType]] = {}  # id -> (key, code): fir
 _calls: dict[str, int] = {}  # calls so far of each function with a site inside
 _statement = 0  # the top-level statement running now
 _pending: tuple[str, str] | None = None  # new source whose later statements must run next
+INLINE = "<string>"  # the path of a program given with -c, as python names it
 CONTINUE = object()  # what an entry site returns when the call should simply go on
 LIGHT_FACTOR = 20.0  # a definition gets a checkpoint when it took this many times the last pause
 _site_end = 0.0  # perf_counter() when the last top-level site returned
@@ -94,6 +96,7 @@ def prepare(
     lines: dict[str, frozenset[int]] | None = None,
     watch: tuple[str, ...] = (),
     argv0: str | None = None,
+    run_module: str | None = None,
 ) -> tuple[types.CodeType, dict[str, Any]]:
     """Set the process up like ``python path argv...`` and compile the script with sites; the
     user's modules under its folder and ``watch`` get theirs when imported."""
@@ -101,15 +104,30 @@ def prepare(
     _script, _entries, _lines, _statement = path, entries, dict(lines or {}), 0
     module = types.ModuleType("__main__")
     ns = module.__dict__
-    # As python sets them for a script: its loader (linecache, inspect and pkgutil ask it),
-    # the builtins module itself, no spec, no cached file.
-    loader = importlib.machinery.SourceFileLoader("__main__", path)
-    ns.update(__file__=path, __builtins__=builtins, __cached__=None, __loader__=loader, __spec__=None)
+    # As python sets them: for a script its loader (linecache, inspect and pkgutil ask it),
+    # the builtins module itself, no spec, no cached file; for -m the module's spec and
+    # package, with the current folder first on sys.path; for -c no file and ''.
+    ns.update(__builtins__=builtins, __spec__=None)
+    if path == INLINE:
+        ns.update(__loader__=importlib.machinery.BuiltinImporter)
+        sys.path[0] = ""
+        roots = [os.getcwd()]
+    elif run_module is not None:
+        spec = importlib.util.spec_from_file_location(run_module, path)
+        assert spec is not None
+        ns.update(__file__=path, __cached__=None, __loader__=spec.loader, __spec__=spec)
+        ns.update(__package__=spec.parent)
+        sys.path[0] = os.getcwd()
+        roots = [sys.path[0]]
+    else:
+        loader = importlib.machinery.SourceFileLoader("__main__", path)
+        ns.update(__file__=path, __cached__=None, __loader__=loader)
+        sys.path[0] = os.path.dirname(os.path.abspath(path))
+        roots = [sys.path[0]]
     install_site_functions()
     sys.modules["__main__"] = module
     sys.argv = [argv0 or path, *argv]
-    sys.path[0] = os.path.dirname(os.path.abspath(path))
-    imports.install([sys.path[0], *watch], _compile_module)
+    imports.install([*roots, *watch], _compile_module)
     _remember(path, "__main__", source)
     return compile_script(source, path, sites=_files[path].sites), ns
 
@@ -146,6 +164,8 @@ def _sites_of(path: str, module: str) -> Sites:
 
 def _remember(path: str, module: str, source: str) -> None:
     _files[path] = _File(path, module, source, _sites_of(path, module))
+    if path == INLINE:
+        return  # python shows no source lines for -c
     # Tracebacks show the lines that ran, not whatever the file holds after an edit.
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)
 

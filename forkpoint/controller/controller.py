@@ -300,13 +300,17 @@ class Controller:
         entries: tuple[str, ...] = (),
         lines: Mapping[str, Sequence[int]] | Sequence[int] = (),
         watch: Sequence[str] = (),
+        module: str | None = None,
+        code: str | None = None,
     ) -> ExecResult:
         """Run a script with a checkpoint after each top-level statement, at the entry of the
         ``entries`` functions (keys: ``module:func`` outside the script) and before ``lines``
         inside functions (path -> lines; plain lines are the script's); the user's modules under
-        the script's folder and ``watch`` are instrumented too. On an error the head stays in
-        post-mortem (``pm_exec``, ``frame``) until ``resume``."""
-        return self._scripts.run(path, argv, entries, lines, watch)
+        the script's folder and ``watch`` are instrumented too. With ``module`` the file at
+        ``path`` runs as ``python -m module`` runs it (the current folder's modules are the
+        user's); with ``code``, that string runs as ``python -c`` runs it. On an error the head
+        stays in post-mortem (``pm_exec``, ``frame``) until ``resume``."""
+        return self._scripts.run(path, argv, entries, lines, watch, module, code)
 
     def script_ended(self) -> int:
         return self._scripts.ended()

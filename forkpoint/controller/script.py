@@ -33,6 +33,7 @@ class Script:
     modules: dict[str, str] = field(default_factory=dict)  # path -> module name, once imported
     module_versions: list[dict[str, str]] = field(default_factory=lambda: [{}])  # per version: path -> source
     argv0: str = ""  # the script's path as the user typed it (python's sys.argv[0]); "": ``path``
+    module: str = ""  # run as python -m this module
     _titles: dict[int, list[str]] = field(default_factory=dict, repr=False)
     _source_lines: dict[tuple[int, str], list[str]] = field(default_factory=dict, repr=False)
 
@@ -49,6 +50,7 @@ class Script:
             "modules": self.modules,
             "module_versions": self.module_versions,
             "argv0": self.argv0,
+            "module": self.module,
         }
 
     @classmethod
@@ -65,6 +67,7 @@ class Script:
             {str(p): str(t) for p, t in dict(v).items()} for v in meta["module_versions"]
         ]
         script.argv0 = str(meta.get("argv0") or "")
+        script.module = str(meta.get("module") or "")
         return script
 
     def describe(self, site: int) -> str:

@@ -26,7 +26,9 @@ from forkpoint.instrument.lines import follow_line
 from forkpoint.protocol import Message
 from forkpoint.tree import Checkpoint
 
-__all__ = ["ScriptVerbs"]
+__all__ = ["INLINE", "ScriptVerbs"]
+
+INLINE = "<string>"  # the path of a program given with -c, as python names it
 
 
 class ScriptVerbs:
@@ -47,15 +49,22 @@ class ScriptVerbs:
         entries: tuple[str, ...] = (),
         lines: Mapping[str, Sequence[int]] | Sequence[int] = (),
         watch: Sequence[str] = (),
+        module: str | None = None,
+        code: str | None = None,
     ) -> ExecResult:
-        typed, path = path, os.path.abspath(path)
-        source = read_script(path)
+        if code is not None:  # python -c: no file, so nothing to edit and resume
+            typed, path, source = "-c", INLINE, code
+        else:
+            typed, path = path, os.path.abspath(path)
+            source = read_script(path)
+            if module is not None:
+                typed = path  # python -m puts the module's full path in sys.argv[0]
         if not isinstance(lines, Mapping):
             lines = {path: list(lines)} if lines else {}
         by_path = {os.path.abspath(p): list(ns) for p, ns in lines.items()}
         watched = [os.path.abspath(w) for w in watch]
         self.script = Script(path, list(argv), [source], time.time(), list(entries), by_path, watched)
-        self.script.argv0 = typed
+        self.script.argv0, self.script.module = typed, module or ""
         return self._start()
 
     def _start(self) -> ExecResult:
@@ -70,6 +79,7 @@ class ScriptVerbs:
             "lines": script.lines,
             "watch": script.watch,
             "argv0": script.argv0 or None,
+            "module": script.module or None,
         }
         return self._driver.run(msg)
 
@@ -88,6 +98,8 @@ class ScriptVerbs:
         script = self.script
         if script is None:
             raise ForkpointError("there is no script to resume.", reason=Reason.NO_SCRIPT)
+        if script.path == INLINE:
+            raise ForkpointError("the program was given with -c: there is no file to edit and resume.")
         driver = self._driver
         tree, current = driver.pool.tree, driver.position.current
         new = read_script(script.path)
