@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/fix_to_result.py
 	$(BIN)/python bench/sessions.py
 	$(BIN)/python bench/stdlib_overhead.py
+	$(BIN)/python bench/resume_classic.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
