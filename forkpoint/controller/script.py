@@ -168,9 +168,9 @@ def statement_starts(source: str, tree: ast.Module | None = None) -> tuple[tuple
     return found
 
 
-def read_script(path: str, what: str = "script") -> str:
+def read_script(path: str, what: str = "script", check: bool = True) -> str:
     """A source file, decoded as python decodes it (its coding declaration, else UTF-8), or
-    one clear sentence on why it cannot run."""
+    one clear sentence on why it cannot run (with ``check``, a syntax error too)."""
     try:
         with tokenize.open(path) as f:
             source = f.read()
@@ -178,6 +178,13 @@ def read_script(path: str, what: str = "script") -> str:
         raise ForkpointError(f"{path} does not exist.", f"was the {what} moved or deleted?") from None
     except (OSError, UnicodeDecodeError, SyntaxError) as exc:  # SyntaxError: a bad coding line
         raise ForkpointError(f"cannot read {path}: {exc}.") from None
+    if check:
+        check_syntax(path, source)
+    return source
+
+
+def check_syntax(path: str, source: str) -> None:
+    """One clear sentence for a syntax error (the parse is kept for the titles)."""
     try:
         statement_starts(source, ast.parse(source, path))
     except SyntaxError as exc:
@@ -185,4 +192,3 @@ def read_script(path: str, what: str = "script") -> str:
             f"{os.path.relpath(path)}, line {exc.lineno}: {exc.msg}.",
             "fix it and try again; nothing was lost",
         ) from None
-    return source

@@ -20,7 +20,7 @@ from forkpoint.controller.events import (
 )
 from forkpoint.controller.results import ExecResult, Resumed, Status
 from forkpoint.controller.resume_policy import ResumeCheck, choose_resume, old_calls
-from forkpoint.controller.script import Script, read_script
+from forkpoint.controller.script import Script, check_syntax, read_script
 from forkpoint.errors import ForkpointError, Reason
 from forkpoint.instrument.lines import follow_line
 from forkpoint.protocol import Message
@@ -56,7 +56,9 @@ class ScriptVerbs:
             typed, path, source = "-c", INLINE, code
         else:
             typed, path = path, os.path.abspath(path)
-            source = read_script(path)
+            # Checked only if the run fails: the head compiles it anyway, and a parse here
+            # first (a fifth of a second for a 9,000-line module) would only delay it.
+            source = read_script(path, check=False)
             if module is not None:
                 typed = path  # python -m puts the module's full path in sys.argv[0]
         if not isinstance(lines, Mapping):
@@ -65,7 +67,10 @@ class ScriptVerbs:
         watched = [os.path.abspath(w) for w in watch]
         self.script = Script(path, list(argv), [source], time.time(), list(entries), by_path, watched)
         self.script.argv0, self.script.module = typed, module or ""
-        return self._start()
+        result = self._start()
+        if result.status is not Status.EXIT and code is None:
+            check_syntax(path, source)  # a syntax error is said in one sentence, not as a death
+        return result
 
     def _start(self) -> ExecResult:
         script = self.script
