@@ -61,19 +61,6 @@ class Output(Enum):
     PIPES = "pipes"  # pipes the engine reads, emitted as ``events.Output`` in order
 
 
-def _agent_path(rundir: str) -> str:
-    """A folder holding only a link to the forkpoint package, for another interpreter (a
-    project's own virtualenv, even one of the same base python) to import the agent from: the
-    agent needs the standard library only, and putting forkpoint's own site-packages on that
-    interpreter's path would shadow the project's numpy with ours."""
-    folder = os.path.join(rundir, "agent-path")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    link = os.path.join(folder, "forkpoint")
-    if not os.path.islink(link):
-        os.symlink(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), link)
-    return folder
-
-
 def default_budget() -> int:
     """Half of the RAM: checkpoints only hold what the head changed since, so this is a lot."""
     return memory.physical_memory()[0] // 2
@@ -166,14 +153,7 @@ class Controller:
             else:
                 self._scripts.script = Script.from_meta(session.script)
             return
-        env = dict(os.environ, FORKPOINT_SOCKET=socket_path, FORKPOINT_CONTROLLER=str(os.getpid()))
-        if os.path.abspath(self.python) != os.path.abspath(sys.executable):
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_agent_path(rundir), env.get("PYTHONPATH")]))
-        try:
-            pid = self._supervisor.spawn([self.python, "-m", "forkpoint.agent"], env, self._stdio)
-        except OSError as exc:
-            raise ForkpointError(f"cannot start {self.python}: {exc.strerror}.") from None
-        self._head.start(pid)
+        self._head.start(self._supervisor.spawn_agent(self.python, socket_path, rundir, self._stdio))
         result = self.execute("")
         if result.status is not Status.OK:
             raise ForkpointError("the Python process did not start.", result.traceback)

@@ -12,10 +12,13 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+
+from forkpoint.errors import ForkpointError
 
 __all__ = ["Death", "DeathKind", "Reaper", "Supervisor", "is_alive", "kill", "with_environ"]
 
@@ -144,6 +147,19 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
         pass
 
 
+def _agent_path(rundir: str) -> str:
+    """A folder holding only a link to the forkpoint package, for another interpreter (a
+    project's own virtualenv, even one of the same base python) to import the agent from: the
+    agent needs the standard library only, and putting forkpoint's own site-packages on that
+    interpreter's path would shadow the project's numpy with ours."""
+    folder = os.path.join(rundir, "agent-path")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    link = os.path.join(folder, "forkpoint")
+    if not os.path.islink(link):
+        os.symlink(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), link)
+    return folder
+
+
 class Supervisor:
     """Owns the controller's processes: spawning the first head, every kill, wait and reap,
     CRIU's lazy-pages daemons, and the graduated teardown (EOF, wait, SIGKILL, wait)."""
@@ -167,6 +183,18 @@ class Supervisor:
         pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
         self.reaper.watch(pid)
         return pid
+
+    def spawn_agent(
+        self, python: str, socket_path: str, rundir: str, stdio: tuple[int, int, int] | None
+    ) -> int:
+        """Start the first head: ``python -m forkpoint.agent``, told where the controller is."""
+        env = dict(os.environ, FORKPOINT_SOCKET=socket_path, FORKPOINT_CONTROLLER=str(os.getpid()))
+        if os.path.abspath(python) != os.path.abspath(sys.executable):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_agent_path(rundir), env.get("PYTHONPATH")]))
+        try:
+            return self.spawn([python, "-m", "forkpoint.agent"], env, stdio)
+        except OSError as exc:
+            raise ForkpointError(f"cannot start {python}: {exc.strerror}.") from None
 
     def watch(self, pid: int) -> None:
         self.reaper.watch(pid)
