@@ -164,8 +164,8 @@ def _sites_of(path: str, module: str) -> Sites:
 
 def _remember(path: str, module: str, source: str) -> None:
     _files[path] = _File(path, module, source, _sites_of(path, module))
-    if path == INLINE:
-        return  # python shows no source lines for -c
+    if path == INLINE and sys.version_info < (3, 13):
+        return  # python shows a -c program's lines in tracebacks from 3.13 on only
     # Tracebacks show the lines that ran, not whatever the file holds after an edit.
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)
 
