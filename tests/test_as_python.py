@@ -24,21 +24,20 @@ def both(tmp_path: Path, marker: str, source: str) -> tuple[subprocess.Completed
     """(python, forkpoint run --on-error exit) of the same script, no terminal."""
     script = tmp_path / "prog.py"
     script.write_text(textwrap.dedent(source))
-    env = env_for(tmp_path, marker)
-    runs = []
-    for argv in ([sys.executable, str(script)], [FORKPOINT, "run", str(script), "--on-error", "exit"]):
-        runs.append(
-            subprocess.run(
-                argv,
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                timeout=60,
-            )
-        )
-    return tuple(runs)
+    python = cli(tmp_path, marker, sys.executable, str(script))
+    return python, cli(tmp_path, marker, FORKPOINT, "run", str(script), "--on-error", "exit")
+
+
+def cli(tmp_path: Path, marker: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args),
+        env=env_for(tmp_path, marker),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
@@ -169,14 +168,8 @@ def test_another_virtualenv_of_the_same_python_runs_the_script(tmp_path: Path, i
         "print(sys.prefix)\n"
         "print(u.find_spec('psutil') is None, u.find_spec('prompt_toolkit') is None)\n"
     )
-    done = subprocess.run(
-        [FORKPOINT, "run", "--python", str(python), "where.py", "--on-error", "exit"],
-        env=env_for(tmp_path, isolated),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
+    done = cli(
+        tmp_path, isolated, FORKPOINT, "run", "--python", str(python), "where.py", "--on-error", "exit"
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [str(tmp_path / "project-venv"), "True True"]
@@ -352,18 +345,6 @@ def test_a_checkpoint_asked_in_a_generator_goes_to_its_nearest_plain_caller(
         assert done.returncode == 0, done.stderr
         assert done.stdout == fresh.stdout
         assert "so the checkpoint is at the entry of solve() instead" in done.stderr
-
-
-def cli(tmp_path: Path, marker: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(args),
-        env=env_for(tmp_path, marker),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
 
 
 def make_package(tmp_path: Path) -> None:
