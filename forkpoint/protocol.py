@@ -16,9 +16,19 @@ from typing import Any
 
 from forkpoint.errors import ProtocolError
 
-__all__ = ["MAX_FRAME", "PROTOCOL_VERSION", "SCHEMA", "Message", "decode", "encode", "validate"]
+__all__ = [
+    "INLINE_PATH",
+    "MAX_FRAME",
+    "PROTOCOL_VERSION",
+    "SCHEMA",
+    "Message",
+    "decode",
+    "encode",
+    "validate",
+]
 
 PROTOCOL_VERSION = 1
+INLINE_PATH = "<string>"  # ``run``'s path for a program given with -c, as python names it
 MAX_FRAME = 64 * 1024 * 1024
 HEADER = struct.Struct(">I")
 

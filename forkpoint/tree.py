@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
@@ -105,22 +105,7 @@ class Checkpoint:
             self.memory = None
 
     def view(self) -> CheckpointView:
-        return CheckpointView(
-            self.id,
-            self.parent,
-            self.pid,
-            self.source,
-            self.title,
-            self.label,
-            self.at_rest,
-            self.created,
-            self.state,
-            self.memory,
-            self.site,
-            self.entry,
-            self.line,
-            self.call,
-        )
+        return CheckpointView(**{name: getattr(self, name) for name in _VIEW_FIELDS})
 
     def to_meta(self) -> dict[str, Any]:
         """What a saved session keeps of this checkpoint (plain JSON)."""
@@ -355,6 +340,9 @@ class CheckpointView:
     @property
     def stored(self) -> bool:
         return self.state.stored
+
+
+_VIEW_FIELDS = tuple(f.name for f in fields(CheckpointView))
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def blocker_text(blocker: Blocker) -> str:
     return f"{', '.join(f + '()' for f in names)} had already run the old code"
 
 
-def event_text(event: ev.Event) -> str:  # noqa: C901 - one case per event type, flat
+def event_text(event: ev.Event) -> str:
     """The sentence for ``event`` (without the ``forkpoint:`` prefix)."""
     match event:
         case ev.Evicted(ids, limit, max_checkpoints, _):

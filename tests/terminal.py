@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,6 +124,19 @@ def env_for(tmp: Path, marker: str) -> dict[str, str]:
     )
     (tmp / "run").mkdir(mode=0o700, exist_ok=True)
     return env
+
+
+def command(tmp: Path, marker: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A command with no terminal (stdin /dev/null), in ``tmp`` with the test's own dirs."""
+    return subprocess.run(
+        list(argv),
+        env=env_for(tmp, marker),
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import said
-from terminal import env_for
+from terminal import command
 
 from forkpoint.controller import Controller, Status
 from forkpoint.controller.events import FilesRewound, Resuming
@@ -24,20 +24,8 @@ def both(tmp_path: Path, marker: str, source: str) -> tuple[subprocess.Completed
     """(python, forkpoint run --on-error exit) of the same script, no terminal."""
     script = tmp_path / "prog.py"
     script.write_text(textwrap.dedent(source))
-    python = cli(tmp_path, marker, sys.executable, str(script))
-    return python, cli(tmp_path, marker, FORKPOINT, "run", str(script), "--on-error", "exit")
-
-
-def cli(tmp_path: Path, marker: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(args),
-        env=env_for(tmp_path, marker),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    python = command(tmp_path, marker, sys.executable, str(script))
+    return python, command(tmp_path, marker, FORKPOINT, "run", str(script), "--on-error", "exit")
 
 
 @pytest.mark.parametrize(
@@ -168,7 +156,7 @@ def test_another_virtualenv_of_the_same_python_runs_the_script(tmp_path: Path, i
         "print(sys.prefix)\n"
         "print(u.find_spec('psutil') is None, u.find_spec('prompt_toolkit') is None)\n"
     )
-    done = cli(
+    done = command(
         tmp_path, isolated, FORKPOINT, "run", "--python", str(python), "where.py", "--on-error", "exit"
     )
     assert done.returncode == 0, done.stderr
@@ -328,19 +316,10 @@ def test_a_checkpoint_asked_in_a_generator_goes_to_its_nearest_plain_caller(
 ) -> None:
     """nqueens is generators all the way down: the checkpoint goes to solve(), which calls them."""
     (tmp_path / "nq.py").write_text(NQUEENS)
-    env = env_for(tmp_path, isolated)
-    fresh = subprocess.run(
-        [sys.executable, "nq.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    fresh = command(tmp_path, isolated, sys.executable, "nq.py")
     for spec in ("permutations", "nq.py:25"):
-        done = subprocess.run(
-            [FORKPOINT, "run", "nq.py", "--checkpoint-at", spec, "--on-error", "exit"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
+        done = command(
+            tmp_path, isolated, FORKPOINT, "run", "nq.py", "--checkpoint-at", spec, "--on-error", "exit"
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout == fresh.stdout
@@ -370,8 +349,8 @@ def make_package(tmp_path: Path) -> None:
 )
 def test_dash_m_and_dash_c_are_pythons(tmp_path: Path, isolated: str, program: list[str]) -> None:
     make_package(tmp_path)
-    python = cli(tmp_path, isolated, sys.executable, *program, "a", "b")
-    forkpoint = cli(tmp_path, isolated, FORKPOINT, "run", *program, "--on-error", "exit", "--", "a", "b")
+    python = command(tmp_path, isolated, sys.executable, *program, "a", "b")
+    forkpoint = command(tmp_path, isolated, FORKPOINT, "run", *program, "--on-error", "exit", "--", "a", "b")
     assert forkpoint.returncode == python.returncode, forkpoint.stderr
     assert forkpoint.stdout == python.stdout
     if program[0] == "-c":

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from terminal import Terminal, env_for
+from terminal import Terminal, command, env_for
 
 pytestmark = pytest.mark.pty
 PROGRAMS = Path(__file__).parent / "programs"
@@ -17,15 +17,7 @@ FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
 
 def forkpoint(tmp_path: Path, marker: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The forkpoint command with no terminal, run in ``tmp_path``."""
-    return subprocess.run(
-        [FORKPOINT, *args],
-        env=env_for(tmp_path, marker),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    return command(tmp_path, marker, FORKPOINT, *args)
 
 
 def test_fail_inspect_edit_resume(tmp_path: Path, isolated: str) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
-from terminal import env_for
+from terminal import command
 
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
 TESTS = Path(sysconfig.get_paths()["stdlib"]) / "test"
@@ -50,11 +49,9 @@ def test_a_cpython_test_module_gives_what_python_gives(tmp_path: Path, isolated:
         pytest.skip(f"test_{name} is not a file in {TESTS}")
     script = tmp_path / source.name
     shutil.copy(source, script)
-    env = env_for(tmp_path, isolated)
-    run = dict(env=env, cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
-    python = subprocess.run([sys.executable, script.name], **run)  # type: ignore[call-overload]
+    python = command(tmp_path, isolated, sys.executable, script.name, timeout=300)
     if python.returncode != 0:
         pytest.skip(f"test_{name} does not pass under python run as a file: {summary(python.stderr)}")
-    under = subprocess.run([FORKPOINT, "run", script.name, "--on-error", "exit"], **run)  # type: ignore[call-overload]
+    under = command(tmp_path, isolated, FORKPOINT, "run", script.name, "--on-error", "exit", timeout=300)
     assert under.returncode == python.returncode, under.stderr[-3000:]
     assert summary(under.stderr) == summary(python.stderr), under.stderr[-3000:]

@@ -15,9 +15,9 @@ import sys
 from typing import NamedTuple
 
 __all__ = [
+    "Scan",
     "Written",
     "flush",
-    "nvidia_open",
     "other_threads",
     "restore_offsets",
     "rewind_written",
@@ -25,7 +25,6 @@ __all__ = [
 ]
 
 _NVIDIA_MAJOR = 195
-nvidia_open = False  # an NVIDIA device was among the fds at the last scan
 
 
 def other_threads() -> list[str]:
@@ -47,11 +46,18 @@ class Written(NamedTuple):
     path: str
 
 
-def scan_fds() -> tuple[list[tuple[int, int, int, int]], list[Written]]:
-    """Offsets of regular files open for reading, and where each file open for writing stood;
-    also notes an open NVIDIA device (``nvidia_open``)."""
-    global nvidia_open
-    nvidia_open = False
+class Scan(NamedTuple):
+    """What the fds held at a checkpoint."""
+
+    offsets: list[tuple[int, int, int, int]]  # regular files open for reading: fd, dev, ino, offset
+    written: list[Written]
+    nvidia: bool  # an NVIDIA device is open
+
+
+def scan_fds() -> Scan:
+    """Offsets of regular files open for reading, where each file open for writing stood, and
+    whether an NVIDIA device is open."""
+    nvidia = False
     offsets = []
     written = []
     for name in os.listdir("/proc/self/fd"):
@@ -69,10 +75,10 @@ def scan_fds() -> tuple[list[tuple[int, int, int, int]], list[Written]]:
                     path = os.readlink(f"/proc/self/fd/{fd}")
                     written.append(Written(fd, st.st_dev, st.st_ino, at, st.st_size, path))
             elif stat.S_ISCHR(st.st_mode) and _is_nvidia(fd, st):
-                nvidia_open = True
+                nvidia = True
         except OSError:
             continue
-    return offsets, written
+    return Scan(offsets, written, nvidia)
 
 
 def rewind_written(written: list[Written]) -> tuple[list[str], list[str]]:

@@ -38,6 +38,7 @@ from forkpoint.instrument.rewrite import (
     compile_script,
     unmarked,
 )
+from forkpoint.protocol import INLINE_PATH
 
 __all__ = ["Finished", "RemainderFailed", "Sites", "called", "count", "entry", "line", "prepare", "site"]
 
@@ -79,7 +80,6 @@ _unswapped: dict[int, tuple[str, types.CodeType]] = {}  # id -> (key, code): fir
 _calls: dict[str, int] = {}  # calls so far of each function with a site inside
 _statement = 0  # the top-level statement running now
 _pending: tuple[str, str] | None = None  # new source whose later statements must run next
-INLINE = "<string>"  # the path of a program given with -c, as python names it
 CONTINUE = object()  # what an entry site returns when the call should simply go on
 LIGHT_FACTOR = 20.0  # a definition gets a checkpoint when it took this many times the last pause
 _site_end = 0.0  # perf_counter() when the last top-level site returned
@@ -108,7 +108,7 @@ def prepare(
     # the builtins module itself, no spec, no cached file; for -m the module's spec and
     # package, with the current folder first on sys.path; for -c no file and ''.
     ns.update(__builtins__=builtins, __spec__=None)
-    if path == INLINE:
+    if path == INLINE_PATH:
         ns.update(__loader__=importlib.machinery.BuiltinImporter)
         sys.path[0] = ""
         roots = [os.getcwd()]
@@ -164,7 +164,7 @@ def _sites_of(path: str, module: str) -> Sites:
 
 def _remember(path: str, module: str, source: str) -> None:
     _files[path] = _File(path, module, source, _sites_of(path, module))
-    if path == INLINE and sys.version_info < (3, 13):
+    if path == INLINE_PATH and sys.version_info < (3, 13):
         return  # python shows a -c program's lines in tracebacks from 3.13 on only
     # Tracebacks show the lines that ran, not whatever the file holds after an edit.
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)

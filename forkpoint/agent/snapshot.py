@@ -164,8 +164,9 @@ def take(
     _takes += 1
     if _takes % REAP_EVERY == 0:
         _reap_children()
-    offsets, written = process_state.scan_fds()
-    _warn_cuda()
+    offsets, written, nvidia = process_state.scan_fds()
+    if nvidia:
+        _warn_cuda()
     threads = _warn_threads()
     rng = None if rng_at_fork.in_child else rng_at_fork.state()
     if label is None and site is None and entry is None and not called and not outer:
@@ -422,8 +423,6 @@ def _reap_children() -> None:
 
 
 def _warn_cuda() -> None:
-    if not process_state.nvidia_open:
-        return
     with open("/proc/self/maps") as maps:
         if "libcuda.so" not in maps.read():
             return

@@ -86,11 +86,11 @@ class Controller:
         self.events: list[Event] = []
         self._restore = restore  # start from this saved session instead of a fresh interpreter
         self._rundir: str | None = None
-        self._pipes = OutputPipes(self._deliver) if output is Output.PIPES else None
+        deliver = on_event or self.events.append
+        self._pipes = OutputPipes(deliver) if output is Output.PIPES else None
         self._stdio = self._pipes.stdio if self._pipes is not None else stdio
-        self._on_event = on_event or self.events.append
         self._supervisor = Supervisor(reap_everything)
-        self._outbox = Outbox(self._deliver, lambda: self._driver.position.state is not HeadState.IDLE)
+        self._outbox = Outbox(deliver, lambda: self._driver.position.state is not HeadState.IDLE)
         self._hub = Hub(self._supervisor, self._outbox.emit)
         if self._pipes is not None:
             for reader in self._pipes.readers:  # before the head's channel: output first
@@ -110,9 +110,6 @@ class Controller:
         self._sessions = SessionKeeper(
             self._pool, self._hub, self._supervisor, lambda: self._stdio or (0, 1, 2), lazy
         )
-
-    def _deliver(self, event: Event) -> None:
-        self._on_event(event)
 
     def _on_taken(self, msg: Message) -> None:
         position = self._driver.position

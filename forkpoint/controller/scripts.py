@@ -23,12 +23,10 @@ from forkpoint.controller.resume_policy import ResumeCheck, choose_resume, old_c
 from forkpoint.controller.script import Script, check_syntax, read_script
 from forkpoint.errors import ForkpointError, Reason
 from forkpoint.instrument.lines import follow_line
-from forkpoint.protocol import Message
+from forkpoint.protocol import INLINE_PATH, Message
 from forkpoint.tree import Checkpoint
 
-__all__ = ["INLINE", "ScriptVerbs"]
-
-INLINE = "<string>"  # the path of a program given with -c, as python names it
+__all__ = ["ScriptVerbs"]
 
 
 class ScriptVerbs:
@@ -53,7 +51,7 @@ class ScriptVerbs:
         code: str | None = None,
     ) -> ExecResult:
         if code is not None:  # python -c: no file, so nothing to edit and resume
-            typed, path, source = "-c", INLINE, code
+            typed, path, source = "-c", INLINE_PATH, code
         else:
             typed, path = path, os.path.abspath(path)
             # Checked only if the run fails: the head compiles it anyway, and a parse here
@@ -103,7 +101,7 @@ class ScriptVerbs:
         script = self.script
         if script is None:
             raise ForkpointError("there is no script to resume.", reason=Reason.NO_SCRIPT)
-        if script.path == INLINE:
+        if script.path == INLINE_PATH:
             raise ForkpointError("the program was given with -c: there is no file to edit and resume.")
         driver = self._driver
         tree, current = driver.pool.tree, driver.position.current
