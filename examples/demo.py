@@ -127,7 +127,10 @@ def main(which: str = "all", size: str = "48") -> int:
     ok = True
     for name in names:
         work = Path(tempfile.mkdtemp(prefix=f"forkpoint-demo-{name}-"))
-        ok = tell(chosen[name], work) and ok
+        try:
+            ok = tell(chosen[name], work) and ok
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 

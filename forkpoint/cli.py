@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("script", nargs="?", help="the Python script to run")
     run.add_argument(
-        "-m", dest="module", metavar="MODULE", help="run a module as python -m does (the current folder's)"
+        "-m",
+        dest="module",
+        metavar="MODULE",
+        help="run a module as python -m does (the current folder's); the words after it are its own",
     )
     run.add_argument(
         "-c", dest="code", metavar="CODE", help="run a program given as a string, as python -c does"
@@ -208,7 +211,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
             sites = _sites(path, args.checkpoint_at, watch, render)
             result = controller.run_script(
-                path, args.script_args, tuple(sites.entries), sites.lines, watch, module=module
+                path,
+                args.script_args,
+                tuple(sites.entries),
+                sites.lines,
+                watch,
+                module=module,
+                stop_in_tests=on_error != "exit",
             )
         if result.status is Status.EXIT and args.interactive:
             from forkpoint.shell.repl import Shell
@@ -304,13 +313,42 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _split_program_args(words: list[str]) -> tuple[list[str], list[str]]:
+    """forkpoint's words and the program's. The program's own arguments follow ``--``, so
+    forkpoint's options may sit on either side of the script path (argparse alone cannot mix
+    them with a list of positionals). With no ``--``, every word after ``-m MODULE`` or
+    ``-c CODE`` is the program's, as python takes them: ``forkpoint run -m pytest -q tests``."""
+    if "--" in words:
+        cut = words.index("--")
+        return words[:cut], words[cut + 1 :]
+    if words[:1] == ["run"]:
+        for i, word in enumerate(words):
+            if word in ("-m", "-c"):
+                return words[: i + 2], words[i + 2 :]
+            if word[:2] in ("-m", "-c") and len(word) > 2:
+                return [*words[:i], word[:2], word[2:]], words[i + 1 :]
+            if i > 0 and not word.startswith("-") and words[i - 1] not in _VALUED:
+                break  # the script's path
+    return words, []
+
+
+# run's options that take a value: the word after one is never the script.
+_VALUED = {
+    "--checkpoint-at",
+    "--watch",
+    "--on-error",
+    "--session",
+    "--python",
+    "--memory-budget",
+    "--max-checkpoints",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    # The script's own arguments follow `--`, so forkpoint's options may sit on either side of
-    # the script path (argparse alone cannot mix them with a list of positionals).
-    cut = words.index("--") if "--" in words else len(words)
-    args = _parser().parse_args(words[:cut])
-    args.script_args = words[cut + 1 :]
+    ours, theirs = _split_program_args(words)
+    args = _parser().parse_args(ours)
+    args.script_args = theirs
     signal.signal(signal.SIGHUP, _exit_on_signal)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:

@@ -1,9 +1,11 @@
 """Where forkpoint keeps things, per the XDG base directory spec.
 
-* runtime (sockets): ``$XDG_RUNTIME_DIR/forkpoint``, else a private dir under the temp dir
-  named for the uid; each controller makes its own 0700 subdir there.
+* runtime (sockets): ``$XDG_RUNTIME_DIR/forkpoint``, else (or when that path is too long for
+  a Unix socket's) a private dir under the temp dir named for the uid; each controller makes
+  its own 0700 subdir there.
 * state (shell history): ``$XDG_STATE_HOME/forkpoint``, else ``~/.local/state/forkpoint``.
 * data (saved sessions): ``$XDG_DATA_HOME/forkpoint``, else ``~/.local/share/forkpoint``.
+* cache (compiled, rewritten scripts): ``$XDG_CACHE_HOME/forkpoint``, else ``~/.cache/forkpoint``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-__all__ = ["data_dir", "runtime_root", "state_dir"]
+__all__ = ["cache_dir", "data_dir", "runtime_root", "state_dir"]
 
 
 def _xdg(var: str, fallback: str) -> str:
@@ -21,10 +23,15 @@ def _xdg(var: str, fallback: str) -> str:
     return os.path.join(base, "forkpoint")
 
 
+# A Unix socket's path holds at most 107 bytes; a controller's dir and socket name add about 40.
+_ROOT_MAX = 64
+
+
 def runtime_root() -> str:
     value = os.environ.get("XDG_RUNTIME_DIR", "")
-    if os.path.isabs(value) and os.path.isdir(value):
-        return os.path.join(value, "forkpoint")
+    root = os.path.join(value, "forkpoint")
+    if os.path.isabs(value) and os.path.isdir(value) and len(os.fsencode(root)) <= _ROOT_MAX:
+        return root
     return os.path.join(tempfile.gettempdir(), f"forkpoint-{os.getuid()}")
 
 
@@ -34,3 +41,7 @@ def state_dir() -> str:
 
 def data_dir() -> str:
     return _xdg("XDG_DATA_HOME", "~/.local/share")
+
+
+def cache_dir() -> str:
+    return _xdg("XDG_CACHE_HOME", "~/.cache")

@@ -89,6 +89,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "watch": (list,),
         "argv0": _OPT_STR,  # sys.argv[0] as the user typed the script's path
         "module": _OPT_STR,  # run as python -m this module
+        "stop_in_tests": (bool,),  # under pytest: stop at a failing test, checkpoint before each
     },
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},

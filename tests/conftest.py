@@ -29,6 +29,8 @@ from forkpoint.controller.events import Event  # noqa: E402
 from forkpoint.controller.supervisor import with_environ  # noqa: E402
 from forkpoint.shell.messages import NOTICES, event_text  # noqa: E402
 
+collect_ignore_glob = ["programs/*"]  # programs the tests run, pytest sessions among them
+
 
 def said(events: list[Event], *kinds: type) -> list[str]:
     """What the terminal says for the events of these types (default: its notices)."""
@@ -43,7 +45,12 @@ def processes_with(marker: str) -> list[int]:
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Own XDG dirs and a leak marker for each test; fail the test if a process survives it."""
     marker = uuid.uuid4().hex
-    for var, sub in (("XDG_RUNTIME_DIR", "run"), ("XDG_STATE_HOME", "state"), ("XDG_DATA_HOME", "data")):
+    for var, sub in (
+        ("XDG_RUNTIME_DIR", "run"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+    ):
         (tmp_path / sub).mkdir(mode=0o700)
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("FORKPOINT_TEST_MARKER", marker)

@@ -120,6 +120,7 @@ def env_for(tmp: Path, marker: str) -> dict[str, str]:
         XDG_RUNTIME_DIR=str(tmp / "run"),
         XDG_STATE_HOME=str(tmp / "state"),
         XDG_DATA_HOME=str(tmp / "data"),
+        XDG_CACHE_HOME=str(tmp / "cache"),
         FORKPOINT_TEST_MARKER=marker,
     )
     (tmp / "run").mkdir(mode=0o700, exist_ok=True)

@@ -349,12 +349,17 @@ def make_package(tmp_path: Path) -> None:
 )
 def test_dash_m_and_dash_c_are_pythons(tmp_path: Path, isolated: str, program: list[str]) -> None:
     make_package(tmp_path)
-    python = command(tmp_path, isolated, sys.executable, *program, "a", "b")
-    forkpoint = command(tmp_path, isolated, FORKPOINT, "run", *program, "--on-error", "exit", "--", "a", "b")
-    assert forkpoint.returncode == python.returncode, forkpoint.stderr
-    assert forkpoint.stdout == python.stdout
-    if program[0] == "-c":
-        assert python.stderr in forkpoint.stderr  # the traceback, without source lines, as python's
+    python = command(tmp_path, isolated, sys.executable, *program, "-x", "b")
+    # After the program, as python takes them; or forkpoint's options, then `--` and the program's.
+    for words in (
+        ["--on-error", "exit", *program, "-x", "b"],
+        [*program, "--on-error", "exit", "--", "-x", "b"],
+    ):
+        forkpoint = command(tmp_path, isolated, FORKPOINT, "run", *words)
+        assert forkpoint.returncode == python.returncode, forkpoint.stderr
+        assert forkpoint.stdout == python.stdout
+        if program[0] == "-c":
+            assert python.stderr in forkpoint.stderr  # the traceback, without source lines, as python's
 
 
 def test_dash_m_fails_is_edited_and_resumes(

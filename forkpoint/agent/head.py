@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from forkpoint.agent import namespace, runner, snapshot
 from forkpoint.protocol import Message
 
-__all__ = ["main", "run_input"]
+__all__ = ["main", "run_input", "stop_at_failure"]
 
 
 def main() -> None:
@@ -181,6 +181,7 @@ def _on_run(msg: Message) -> None:
         tuple(str(w) for w in msg["watch"]),
         msg.get("argv0"),
         msg.get("module"),
+        bool(msg.get("stop_in_tests")),
     )
     status, tb, exit_code = run_code(code, ns)
     if status == "ok":
@@ -211,6 +212,28 @@ def _pause(frame: types.FrameType) -> NoReturn:
 
 
 runner.on_pause = _pause
+
+
+def stop_at_failure(exc: BaseException, text: str, start: str | None = None) -> NoReturn:
+    """A failure the program caught and reported (pytest's failed test) stops this head as an
+    uncaught error would: post-mortem in its frames, from the first frame in file ``start``
+    on, until the controller replaces the head (resume) or ends it. ``text`` is the failure
+    as the program reported it."""
+    tb = exc.__traceback__
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename != start:
+        first = first.tb_next
+    tb = first or tb
+    exc = exc.with_traceback(tb)
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, tb
+    if sys.version_info >= (3, 12):
+        sys.last_exc = exc
+    _flush_stdio()
+    snapshot.channel().send(
+        {"op": "result", "status": "error", "checkpoint_pid": None, "traceback": text, "exit_code": None}
+    )
+    serve()
+    os._exit(0)
 
 
 def _failing_frames() -> list[types.FrameType]:

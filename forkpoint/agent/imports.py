@@ -39,6 +39,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), here}
         self.excluded = [os.path.join(os.path.realpath(p), "") for p in prefixes]
         self.compile_module = compile_module
+        self._places: dict[str, bool] = {}  # a folder on the search path -> watched?
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
@@ -58,9 +59,15 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
     def _watched(self, place: str) -> bool:
-        """A sys.path entry or package folder whose modules may be the user's."""
-        real = os.path.join(os.path.realpath(place or "."), "")
-        return _under(real, self.roots) and not _under(real, self.excluded)
+        """A sys.path entry or package folder whose modules may be the user's. Remembered by
+        absolute path: every import asks it of every search path entry, and a realpath of each
+        was a tenth of a test module's run."""
+        key = place if os.path.isabs(place) else os.path.join(os.getcwd(), place)
+        watched = self._places.get(key)
+        if watched is None:
+            real = os.path.join(os.path.realpath(key), "")
+            watched = self._places[key] = _under(real, self.roots) and not _under(real, self.excluded)
+        return watched
 
 
 def _under(path: str, folders: list[str]) -> bool:

@@ -44,6 +44,7 @@ class Written(NamedTuple):
     offset: int
     size: int
     path: str
+    unlinked: bool  # already deleted (a temporary file): no path to check, nothing to tell
 
 
 class Scan(NamedTuple):
@@ -73,7 +74,8 @@ def scan_fds() -> Scan:
                     offsets.append((fd, st.st_dev, st.st_ino, at))
                 elif fd > 2:  # stdout redirected to a file keeps going forward
                     path = os.readlink(f"/proc/self/fd/{fd}")
-                    written.append(Written(fd, st.st_dev, st.st_ino, at, st.st_size, path))
+                    unlinked = st.st_nlink == 0
+                    written.append(Written(fd, st.st_dev, st.st_ino, at, st.st_size, path, unlinked))
             elif stat.S_ISCHR(st.st_mode) and _is_nvidia(fd, st):
                 nvidia = True
         except OSError:
@@ -85,27 +87,34 @@ def rewind_written(written: list[Written]) -> tuple[list[str], list[str]]:
     """In a new head: cut each file the process was writing back to its size at the
     checkpoint and put its offset back (fork shares the open file, so the failed head's
     writes are in it). Returns the files rewound, and those left as they are because that
-    would not be right: replaced at their path since, or now shorter (someone else wrote)."""
+    would not be right: replaced at their path since, or now shorter (someone else wrote).
+    Temporary files deleted before the checkpoint (pytest's capture files) are rewound
+    without a word: only this process can reach them, and the user never named them."""
     rewound, kept = [], []
     for w in written:
         try:
             st = os.fstat(w.fd)
             if (st.st_dev, st.st_ino) != (w.dev, w.ino):
                 continue  # not the same file: the fd was closed and reused
-            try:
-                there = os.stat(w.path)
-                replaced = (there.st_dev, there.st_ino) != (w.dev, w.ino)
-            except FileNotFoundError:
-                replaced = True
+            replaced = False
+            if not w.unlinked:
+                try:
+                    there = os.stat(w.path)
+                    replaced = (there.st_dev, there.st_ino) != (w.dev, w.ino)
+                except FileNotFoundError:
+                    replaced = True
             if replaced or st.st_size < w.size:
-                kept.append(w.path)
+                if not w.unlinked:
+                    kept.append(w.path)
                 continue
             if st.st_size != w.size or os.lseek(w.fd, 0, os.SEEK_CUR) != w.offset:
                 os.ftruncate(w.fd, w.size)
                 os.lseek(w.fd, w.offset, os.SEEK_SET)
-                rewound.append(w.path)
+                if not w.unlinked:
+                    rewound.append(w.path)
         except OSError:
-            kept.append(w.path)
+            if not w.unlinked:
+                kept.append(w.path)
     return rewound, kept
 
 

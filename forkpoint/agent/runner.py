@@ -15,7 +15,6 @@ from __future__ import annotations
 import builtins
 import importlib.machinery
 import importlib.util
-import inspect
 import linecache
 import os
 import sys
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from forkpoint.agent import imports, midcall, snapshot
+from forkpoint.agent.functions import call_arguments, code_objects, find_function
 from forkpoint.instrument import lines as sitelines
 from forkpoint.instrument.diff import diff_sources
 from forkpoint.instrument.rewrite import (
@@ -55,6 +55,9 @@ class RemainderFailed(BaseException):
         self.error = error
 
 
+Compiler = Callable[..., types.CodeType]  # called as (source, path, sites=...)
+
+
 @dataclass
 class _File:
     """The script or one of the user's modules, as the live code was compiled from it."""
@@ -63,6 +66,7 @@ class _File:
     module: str  # "__main__" for the script
     source: str
     sites: Sites
+    compiler: Compiler | None = None  # how a new version compiles, when not as forkpoint does
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -97,6 +101,7 @@ def prepare(
     watch: tuple[str, ...] = (),
     argv0: str | None = None,
     run_module: str | None = None,
+    stop_in_tests: bool = False,
 ) -> tuple[types.CodeType, dict[str, Any]]:
     """Set the process up like ``python path argv...`` and compile the script with sites; the
     user's modules under its folder and ``watch`` get theirs when imported."""
@@ -128,8 +133,29 @@ def prepare(
     sys.modules["__main__"] = module
     sys.argv = [argv0 or path, *argv]
     imports.install([*roots, *watch], _compile_module)
+    if stop_in_tests and (run_module == "pytest.__main__" or os.path.basename(path) in ("pytest", "py.test")):
+        _load_pytest_plugin()
     _remember(path, "__main__", source)
     return compile_script(source, path, sites=_files[path].sites), ns
+
+
+PYTEST_PLUGIN = "forkpoint.agent.under_pytest"
+_pytest_plugins: str | None = None  # PYTEST_PLUGINS as it was before forkpoint's plugin joined
+
+
+def _load_pytest_plugin() -> None:
+    """Have pytest load forkpoint's plugin, through the one door pytest opens to a program
+    whose command line is the user's; put back by ``pytest_read_plugins``."""
+    global _pytest_plugins
+    _pytest_plugins = os.environ.get("PYTEST_PLUGINS")
+    os.environ["PYTEST_PLUGINS"] = ",".join(p for p in (_pytest_plugins, PYTEST_PLUGIN) if p)
+
+
+def pytest_read_plugins() -> None:
+    if _pytest_plugins is None:
+        os.environ.pop("PYTEST_PLUGINS", None)
+    else:
+        os.environ["PYTEST_PLUGINS"] = _pytest_plugins
 
 
 def install_site_functions() -> None:
@@ -156,14 +182,43 @@ def _compile_module(module: str, path: str, source: str) -> types.CodeType:
     return compile_module(source, path, sites=_files[path].sites)
 
 
+def known_module(path: str, module: str, source: str, compiler: Compiler) -> None:
+    """A module of the user's that another importer compiled (pytest's, for a test module):
+    its functions can be diffed and swapped like those of any user module, compiled anew by
+    ``compiler``. Its functions have no first-call markers."""
+    _remember(path, module, source, compiler)
+    _first_calls.append(f"import:{module}")
+    snapshot.channel().send({"op": "module", "name": module, "path": path, "source": source})
+
+
+def checkpoint_before(key: str) -> None:
+    """A checkpoint before a call of ``key`` is set up (a test, before its fixtures). In a head
+    resumed here the changed functions get their new code and the caller goes on: the call
+    has not begun, so all of it runs the new code. Light, as a site between definitions is:
+    taken once the calls since the last checkpoint took ``LIGHT_FACTOR`` times its pause, so
+    a thousand quick tests do not pay a thousand forks (a resume runs a few again instead)."""
+    global _site_end, _pause
+    _calls[key] = _calls.get(key, 0) + 1
+    start = time.perf_counter()
+    if start - _site_end < LIGHT_FACTOR * _pause:
+        return
+    head = os.getpid()
+    directive = _take_in(key, sys._getframe(1), None)
+    _site_end = time.perf_counter()
+    if os.getpid() == head:  # in a head rewound here, the time since is the time parked
+        _pause = _site_end - start
+    if directive is not None:
+        _resume_in_call(directive, key)
+
+
 def _sites_of(path: str, module: str) -> Sites:
     prefix = "" if module == "__main__" else module + ":"
     entries = frozenset(e for e in _entries if (":" in e) == bool(prefix) and e.startswith(prefix))
     return Sites(entries, _lines.get(path, frozenset()), prefix)
 
 
-def _remember(path: str, module: str, source: str) -> None:
-    _files[path] = _File(path, module, source, _sites_of(path, module))
+def _remember(path: str, module: str, source: str, compiler: Compiler | None = None) -> None:
+    _files[path] = _File(path, module, source, _sites_of(path, module), compiler)
     if path == INLINE_PATH and sys.version_info < (3, 13):
         return  # python shows a -c program's lines in tracebacks from 3.13 on only
     # Tracebacks show the lines that ran, not whatever the file holds after an edit.
@@ -201,7 +256,7 @@ def called(key: str) -> None:
 
 def _swap_out_marker(key: str, code: types.CodeType) -> None:
     file, qualname = _split(key)
-    func = _find_function(qualname, file.namespace, code)
+    func = find_function(qualname, file.namespace, code)
     if func is not None and (clean := unmarked(code)) is not None:
         func.__code__ = clean
 
@@ -223,7 +278,8 @@ def site(index: int, light: bool = False) -> None:
         return  # the calls first made here travel with the next checkpoint
     taken = snapshot.take(site=index, called=_drain_calls())
     _site_end = time.perf_counter()
-    _pause = _site_end - start
+    if taken is not None:  # in a head rewound here, the time since is the time parked
+        _pause = _site_end - start
     if taken is None:
         directive = _unless_paused(snapshot.pop_directive(), sys._getframe(1))
         if directive is not None:
@@ -295,24 +351,11 @@ def entry(key: str, arguments: dict[str, Any]) -> Any:
     if directive is None:
         return CONTINUE
     file, qualname, _ = _resume_in_call(directive, key)
-    func = _find_function(qualname, file.namespace)
+    func = find_function(qualname, file.namespace)
     if func is None:
         raise RuntimeError(f"forkpoint: {key} is not in the new code")
-    args, kwargs = _call_arguments(func.__code__, arguments)
+    args, kwargs = call_arguments(func.__code__, arguments)
     return func(*args, **kwargs)
-
-
-def _call_arguments(code: types.CodeType, values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    names = code.co_varnames
-    positional = [values[n] for n in names[: code.co_argcount]]
-    kwonly = {n: values[n] for n in names[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]}
-    rest = code.co_argcount + code.co_kwonlyargcount
-    if code.co_flags & inspect.CO_VARARGS:
-        positional.extend(values[names[rest]])
-        rest += 1
-    if code.co_flags & inspect.CO_VARKEYWORDS:
-        kwonly.update(values[names[rest]])
-    return positional, kwonly
 
 
 def _drain_calls() -> list[str]:
@@ -333,7 +376,7 @@ def _apply(directive: dict[str, Any]) -> None:
         file = _files.get(path)
         if file is None:
             continue  # a module not imported yet: its import will read the new file
-        _remember(path, file.module, source)
+        _remember(path, file.module, source, file.compiler)
         swapped += swap_functions(file.source, _files[path])
     if swapped:
         snapshot.notify("swapped", sorted(swapped))
@@ -354,11 +397,11 @@ def _run_rest(path: str, source: str, start: int) -> None:
 def swap_functions(old: str, new: _File) -> list[str]:
     """Give live functions of ``new``'s module whose body changed the new code; their keys."""
     changed = diff_sources(old, new.source).changed_functions
-    compiled = compile_script if new.module == "__main__" else compile_module
-    codes = _code_objects(compiled(new.source, new.path, sites=new.sites))  # marked: first calls noted
+    compiled = new.compiler or (compile_script if new.module == "__main__" else compile_module)
+    codes = code_objects(compiled(new.source, new.path, sites=new.sites))  # marked: first calls noted
     swapped = []
     for qualname in changed:
-        func = _find_function(qualname, new.namespace)
+        func = find_function(qualname, new.namespace)
         code = codes.get(qualname)
         if func is None or code is None:
             continue
@@ -366,47 +409,3 @@ def swap_functions(old: str, new: _File) -> list[str]:
             func.__code__ = code
             swapped.append(new.sites.prefix + qualname)
     return swapped
-
-
-def _all_code(code: types.CodeType) -> list[types.CodeType]:
-    found = []
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            found.append(const)
-            found.extend(_all_code(const))
-    return found
-
-
-def _code_objects(code: types.CodeType) -> dict[str, types.CodeType]:
-    """Code objects by qualname; for a name defined twice, the first (diff does the same)."""
-    found: dict[str, types.CodeType] = {}
-    for const in _all_code(code):
-        found.setdefault(const.co_qualname, const)
-    return found
-
-
-def _find_function(
-    qualname: str, ns: dict[str, Any], code: types.CodeType | None = None
-) -> types.FunctionType | None:
-    """The function object named ``qualname`` in ``ns`` (whose code is ``code``, if given),
-    through the decorators that keep it: staticmethod, classmethod, property, functools.wraps
-    (``__wrapped__``: lru_cache, contextmanager, ...)."""
-    if "<locals>" in qualname:
-        return None  # a nested function is made anew by each call of its parent
-    parts = qualname.split(".")
-    obj: Any = ns.get(parts[0])
-    for part in parts[1:]:
-        obj = vars(obj).get(part) if isinstance(obj, type) else None
-    todo, seen = [obj], 0
-    while todo and seen < 16:
-        obj, seen = todo.pop(0), seen + 1
-        if isinstance(obj, types.FunctionType) and (code is None or obj.__code__ is code):
-            return obj
-        if isinstance(obj, property):
-            todo += [obj.fget, obj.fset, obj.fdel]
-            continue
-        try:
-            todo += [getattr(obj, name, None) for name in ("__func__", "__wrapped__")]
-        except Exception:  # a user object's __getattr__ may raise anything
-            continue
-    return None

@@ -279,6 +279,7 @@ class Controller:
         watch: Sequence[str] = (),
         module: str | None = None,
         code: str | None = None,
+        stop_in_tests: bool = False,
     ) -> ExecResult:
         """Run a script with a checkpoint after each top-level statement, at the entry of the
         ``entries`` functions (keys: ``module:func`` outside the script) and before ``lines``
@@ -286,8 +287,10 @@ class Controller:
         the script's folder and ``watch`` are instrumented too. With ``module`` the file at
         ``path`` runs as ``python -m module`` runs it (the current folder's modules are the
         user's); with ``code``, that string runs as ``python -c`` runs it. On an error the head
-        stays in post-mortem (``pm_exec``, ``frame``) until ``resume``."""
-        return self._scripts.run(path, argv, entries, lines, watch, module, code)
+        stays in post-mortem (``pm_exec``, ``frame``) until ``resume``. With ``stop_in_tests``
+        a pytest run stops at its first failing test as at an uncaught error, with a checkpoint
+        before each test to resume from."""
+        return self._scripts.run(path, argv, entries, lines, watch, module, code, stop_in_tests)
 
     def script_ended(self) -> int:
         return self._scripts.ended()

@@ -34,6 +34,7 @@ class ScriptVerbs:
         self._driver = driver
         self._outbox = outbox
         self.script: Script | None = None
+        self._stop_in_tests = False
 
     def on_module(self, msg: Message) -> None:
         """The head imported a user module: keep its exact source (the head's ``module``)."""
@@ -49,7 +50,9 @@ class ScriptVerbs:
         watch: Sequence[str] = (),
         module: str | None = None,
         code: str | None = None,
+        stop_in_tests: bool = False,
     ) -> ExecResult:
+        self._stop_in_tests = stop_in_tests
         if code is not None:  # python -c: no file, so nothing to edit and resume
             typed, path, source = "-c", INLINE_PATH, code
         else:
@@ -83,6 +86,7 @@ class ScriptVerbs:
             "watch": script.watch,
             "argv0": script.argv0 or None,
             "module": script.module or None,
+            "stop_in_tests": self._stop_in_tests,
         }
         return self._driver.run(msg)
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import ast
 import dis
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from forkpoint.instrument.codecache import cached
 from forkpoint.instrument.guard import CONTINUE_NAME, site_guard
 from forkpoint.instrument.lines import insert_line_sites, is_generator
 
@@ -194,18 +196,42 @@ def rewrite_functions(tree: ast.Module, source: str, path: str, sites: Sites, ma
     return mark_functions(tree, marked, sites.entries, sites.prefix)
 
 
+def _key(sites: Sites, *more: object) -> tuple[object, ...]:
+    return (sorted(sites.entries), sorted(sites.lines), sites.prefix, *more)
+
+
 def compile_script(
     source: str, path: str, start: int = 0, marked: bool = True, sites: Sites | None = None
 ) -> types.CodeType:
     """Compile ``source`` (or its statements from index ``start`` on) with sites inserted and,
     if ``marked``, first-call markers in its functions."""
-    tree = rewrite_functions(ast.parse(source, path), source, path, sites or Sites(), marked)
-    tree.body = tree.body[start:]
-    return compile(rewrite_top_level(tree, start), path, "exec", dont_inherit=True)
+    sites = sites or Sites()
+
+    def build() -> types.CodeType:
+        tree = rewrite_functions(ast.parse(source, path), source, path, sites, marked)
+        tree.body = tree.body[start:]
+        return compile(rewrite_top_level(tree, start), path, "exec", dont_inherit=True)
+
+    return cached("script", source, path, _key(sites, start, marked), build)
 
 
-def compile_module(source: str, path: str, marked: bool = True, sites: Sites | None = None) -> types.CodeType:
+def compile_module(
+    source: str,
+    path: str,
+    marked: bool = True,
+    sites: Sites | None = None,
+    also: tuple[str, Callable[[ast.Module], None]] | None = None,
+) -> types.CodeType:
     """Compile an imported module of the user's: sites in its functions, none at its top level
-    (which runs once, at import)."""
-    tree = rewrite_functions(ast.parse(source, path), source, path, sites or Sites(), marked)
-    return compile(tree, path, "exec", dont_inherit=True)
+    (which runs once, at import). ``also`` is another rewrite, by name, that the module gets
+    first (pytest's of its asserts, for a test module)."""
+    sites = sites or Sites()
+
+    def build() -> types.CodeType:
+        tree = ast.parse(source, path)
+        if also is not None:
+            also[1](tree)
+        tree = rewrite_functions(tree, source, path, sites, marked)
+        return compile(tree, path, "exec", dont_inherit=True)
+
+    return cached("module", source, path, _key(sites, marked, also and also[0]), build)
