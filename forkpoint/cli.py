@@ -1,7 +1,7 @@
 """The ``forkpoint`` command: subcommands, and the boundary where errors become exit codes.
 
 ``ForkpointError`` prints its one sentence (and hint) and exits with its code; any other
-exception is an internal error: "internal error", the traceback, exit code 70.
+exception is an internal error: one sentence naming the log that holds its traceback, exit 70.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import re
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -363,12 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception:
-        print("forkpoint: internal error:", file=sys.stderr)
-        traceback.print_exc()
-        log = os.environ.get("FORKPOINT_LOG_DIR")
-        if log:
-            print(f"logs are in {log}", file=sys.stderr)
+    except Exception as exc:
+        from forkpoint import errlog
+        from forkpoint.shell.messages import internal_error_text
+
+        log = errlog.record(exc, f"forkpoint {' '.join(words)[:200]}")
+        print(internal_error_text(exc, log, goes_on=False), file=sys.stderr)
         return 70
 
 

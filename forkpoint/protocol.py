@@ -64,7 +64,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # agent of an older forkpoint, which said its notices in words
     "notice": {"kind": _OPT_STR, "names": (list, type(None)), "text": _OPT_STR},
     "module": {"name": _STR, "path": _STR, "source": _STR},
-    "candidate": {"pid": _INT},
+    "candidate": {"pid": _INT, "ask": _INT},
     "result": {
         "status": _STR,
         "checkpoint_pid": _OPT_INT,
@@ -73,7 +73,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     },
     "completions": {"items": (list,)},
     "value": {"ok": (bool,), "text": _STR},
-    "summary": {"names": (dict,)},
+    "summary": {"names": (dict,), "ask": _INT},
     # controller -> agent
     "exec": {"code": _STR, "filename": _STR},
     "eval": {"expr": _STR},
@@ -93,8 +93,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     },
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},
-    "probe": {},
-    "save": {"attach": _STR, "secret": _STR},
+    "probe": {"ask": _INT},  # ask: the question's number, which its answer repeats
+    "save": {"attach": _STR, "secret": _STR, "ask": _INT},
     "noted": {},
     "exit": {},
 }

@@ -12,7 +12,15 @@ from forkpoint.controller import events as ev
 from forkpoint.controller.resume_policy import Blocker, Why
 from forkpoint.errors import ForkpointError, Reason
 
-__all__ = ["NOTICES", "blocker_text", "death_text", "event_style", "event_text", "hint"]
+__all__ = [
+    "NOTICES",
+    "blocker_text",
+    "death_text",
+    "event_style",
+    "event_text",
+    "hint",
+    "internal_error_text",
+]
 
 _WHY_KILLED = {
     int(signal.SIGSEGV): "segmentation fault",
@@ -49,6 +57,15 @@ def hint(exc: ForkpointError) -> str | None:
     if exc.hint:
         return exc.hint
     return _HINTS.get(exc.reason) if exc.reason is not None else None
+
+
+def internal_error_text(exc: BaseException, log: str | None, goes_on: bool = True) -> str:
+    """One sentence for a bug of forkpoint's met while running a command (in a shell whose
+    session ``goes_on``, or a command that ends)."""
+    what = f"{type(exc).__name__}: {exc}"[:300]
+    where = f"; the details are in {log}" if log else ""
+    then = " The session goes on;" if goes_on else ""
+    return f"forkpoint: internal error ({what}){where}.{then} Please report it."
 
 
 def death_text(death: Death | None) -> str:

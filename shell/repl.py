@@ -21,12 +21,13 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.lexers import PygmentsLexer
 from pygments.lexers.python import PythonLexer
 
-from forkpoint import __version__, paths
+from forkpoint import __version__, errlog, paths
 from forkpoint.agent.namespace import completion_token
 from forkpoint.channel import private_dir
 from forkpoint.controller import Controller, ExecResult, Rewound, Status
 from forkpoint.errors import ForkpointError
 from forkpoint.shell.commands import POSTMORTEM_WORDS, Quit, dispatch
+from forkpoint.shell.messages import internal_error_text
 from forkpoint.shell.render import Renderer
 
 __all__ = ["Shell", "input_is_complete", "next_indent"]
@@ -166,6 +167,14 @@ class Shell:
                 return stop.code
             except ForkpointError as exc:
                 self.render.error(exc)
+                continue
+            except KeyboardInterrupt:  # in a command: that command is cancelled, nothing else
+                self.render.line("interrupted; the session goes on.", "warn")
+                continue
+            except Exception as exc:  # a bug of ours: say so in one sentence, keep the session
+                self.render.line(
+                    internal_error_text(exc, errlog.record(exc, f"running {text[:200]!r}")), "error"
+                )
                 continue
             if code is not None:
                 return code

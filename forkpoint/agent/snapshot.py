@@ -38,10 +38,10 @@ from typing import Any
 
 # Imported up front, not when first needed: a restored process may find the path it was
 # imported from gone (another interpreter imports forkpoint from the controller's runtime dir).
-from forkpoint.agent import namespace, process_state, saved_tree
+from forkpoint.agent import process_state, questions, saved_tree
 from forkpoint.agent import rng as rng_at_fork
 from forkpoint.channel import Channel, connect
-from forkpoint.protocol import HEADER, PROTOCOL_VERSION
+from forkpoint.protocol import HEADER, PROTOCOL_VERSION, Message
 
 __all__ = ["activate", "active", "arm", "channel", "notify", "take"]
 
@@ -239,8 +239,9 @@ def _park(saved: _Saved) -> None:
     _children.clear()
     ch = connect(_link.socket_path)
     ch.send(_hello("checkpoint", None))
+    waiting: Message | None = None  # a question that came while the last one was answered
     while True:
-        msg = ch.recv()
+        msg, waiting = (waiting, None) if waiting is not None else (ch.recv(), None)
         if msg is None or msg["op"] == "exit":
             os._exit(0)  # EOF: the controller is gone; no atexit, no temp dirs removed
         if msg["op"] == "fork_head" and _fork_head(ch, msg["fg_pgid"], saved):
@@ -251,9 +252,9 @@ def _park(saved: _Saved) -> None:
             _link.directive = msg.get("resume")
             return
         if msg["op"] == "probe":
-            _fork_probe(ch)
+            waiting = questions.probe(ch, msg.get("ask"))
         if msg["op"] == "save":
-            ch = _fork_candidate(ch, str(msg["attach"]), str(msg["secret"]))
+            ch = _fork_candidate(ch, str(msg["attach"]), str(msg["secret"]), msg.get("ask"))
         _reap_all()
 
 
@@ -276,7 +277,7 @@ def _reap_all() -> None:
             return
 
 
-def _fork_candidate(ch: Channel, attach: str, secret: str) -> Channel:
+def _fork_candidate(ch: Channel, attach: str, secret: str, ask: int | None) -> Channel:
     """For a save: a fork of this checkpoint that CRIU can dump on its own, in a new PID
     namespace (a restore then needs none of our pids free) whose init is a small interpreter
     of its own (see ``_INIT``), in a session of its own, with /dev/null for stdio and no
@@ -294,7 +295,7 @@ def _fork_candidate(ch: Channel, attach: str, secret: str) -> Channel:
             pid = saved_tree.read_pid(pipe)
         except ValueError:
             pid = 0
-        ch.send({"op": "candidate", "pid": pid})
+        ch.send({"op": "candidate", "pid": pid, **({} if ask is None else {"ask": ask})})
         return ch
     try:
         os.close(pipe[0])
@@ -396,19 +397,6 @@ def arm() -> None:
         _link.armed = True
         if os.getppid() != _link.controller_pid:  # it died before the prctl took effect
             os._exit(0)
-
-
-def _fork_probe(ch: Channel) -> None:
-    """Answer a probe from a throwaway fork, so the checkpoint itself stays untouched."""
-    pid = os.fork()
-    if pid:
-        _wait(pid)
-        return
-    try:
-        main = sys.modules["__main__"].__dict__
-        ch.send({"op": "summary", "names": namespace.fingerprints(main)})
-    finally:
-        os._exit(0)
 
 
 def _reap_children() -> None:

@@ -160,13 +160,23 @@ class Driver:
         finally:
             self._outbox.release()
 
-    def request(self, msg: Message, op: str, timeout: float | None = None) -> Message | None:
-        """Ask the idle head something; if it turns out dead, replace it and ask once more."""
+    def request(
+        self, msg: Message, op: str, timeout: float | None = None, runs_code: bool = False
+    ) -> Message | None:
+        """Ask the idle head something; if it turns out dead, replace it and ask once more.
+        A request that ``runs_code`` of the user's (a post-mortem input) gets Ctrl-C as an
+        input does: the head is interrupted and the reply still read, so that no answer is
+        left behind for the next request to take as its own."""
         for _ in range(2):
             self.require_head()
             if self.head.send(msg):
-                reply = self.await_reply(op, timeout)
-                if reply is not None or not self.head.gone:
+                if runs_code:
+                    self._interrupts.reset()
+                    with counting_sigint(self._interrupts):
+                        reply = self.await_reply(op, timeout, between=self._on_interrupts)
+                else:
+                    reply = self.await_reply(op, timeout)
+                if reply is not None or not self.head.gone or runs_code:
                     return reply
             self.head.gone = True
         return None

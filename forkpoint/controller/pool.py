@@ -47,6 +47,7 @@ class CheckpointPool:
         self._supervisor = supervisor
         self._emit = emit
         self._channels: dict[int, Channel] = {}
+        self._asked = 0  # questions asked of parked checkpoints, numbered
         self._measured = 0.0
         self._told_eviction = False  # the first eviction is told, later ones are quiet
         # Restores a checkpoint that is on disk (set by the session keeper of a restored session).
@@ -97,14 +98,25 @@ class CheckpointPool:
         return ch
 
     def ask(self, node: Checkpoint, msg: Message, op: str, timeout: float = ASK_TIMEOUT) -> Message:
-        """Send ``msg`` to a parked checkpoint and wait for its ``op`` reply."""
-        ch = self.send(node, msg)
-        try:
-            reply = ch.recv(timeout=timeout)
-        except TimeoutError:
-            raise ForkpointError(f"checkpoint [{node.id}] did not answer in {timeout:.0f} s.") from None
-        if reply is None:
-            self.lost(node)
+        """Send ``msg`` to a parked checkpoint and wait for its ``op`` reply. Questions are
+        numbered and answers repeat the number: one given up on (a timeout, Ctrl-C) costs
+        nothing but its answer, dropped when it comes, and never the checkpoint; the
+        checkpoint stops working on it when the next question comes."""
+        self._asked += 1
+        number = self._asked
+        ch = self.send(node, {**msg, "ask": number})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = ch.recv(timeout=max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise ForkpointError(
+                    f"checkpoint [{node.id}] did not answer in {timeout:.0f} s (it is kept)."
+                ) from None
+            if reply is None:
+                self.lost(node)
+            if reply.get("ask") == number:
+                break
         if reply["op"] != op:
             raise ProtocolError(f"expected {op}, got {reply['op']}")
         return reply

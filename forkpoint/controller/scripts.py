@@ -149,7 +149,7 @@ class ScriptVerbs:
 
     def pm_exec(self, code: str, frame: int) -> tuple[bool, str]:
         """Run an input in frame ``frame`` of the failure (0: where it was raised)."""
-        reply = self._driver.request({"op": "pm_exec", "code": code, "frame": frame}, "value")
+        reply = self._driver.request({"op": "pm_exec", "code": code, "frame": frame}, "value", runs_code=True)
         if reply is None:
             raise ForkpointError("the script's process is gone; resume to go on.")
         return bool(reply["ok"]), str(reply["text"])

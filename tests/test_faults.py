@@ -1,0 +1,102 @@
+"""Faults a hostile but realistic user makes: Ctrl-C in the middle of a command, a question a
+checkpoint is slow to answer, a command that meets a bug. Each cancels or reports that one
+thing and the session goes on, its checkpoints all there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from terminal import Terminal, env_for
+
+pytestmark = pytest.mark.pty
+
+SLOW_REPR = (
+    "class Slow:\n"
+    "    def __repr__(self):\n"
+    "        import time\n"
+    "        time.sleep(3)\n"
+    "        return f'made at {time.time():.3f}'\n"
+)
+
+
+def _interrupt_when(t: Terminal, shown: str) -> str:
+    t.wait_screen(shown)
+    t.child.sendintr()
+    return t.wait_prompt()
+
+
+def test_ctrl_c_in_a_post_mortem_input_stops_that_input_only(tmp_path: Path, isolated: str) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("x = 41\nraise ValueError('boom')\n")
+    t = Terminal(["run", str(script)], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.child.send("import time; print('sleeping', flush=True); time.sleep(60)\r")
+        out = _interrupt_when(t, "sleeping")
+        assert "KeyboardInterrupt" in out
+        assert t.run("x + 1").strip() == "42"  # the same post-mortem, its answers in order
+        script.write_text("x = 41\nprint('fixed', x)\n")
+        text = t.finish("resume")
+        assert "fixed 41" in text and t.child.exitstatus == 0
+    finally:
+        t.close()
+
+
+def test_ctrl_c_in_a_slow_diff_keeps_every_checkpoint(tmp_path: Path, isolated: str) -> None:
+    """A value whose repr takes 3 s: :diff is cancelled, the checkpoint it asked is kept, and
+    the next question to it gets its own answer, not the one given up on (which the
+    checkpoint sent meanwhile)."""
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.paste(SLOW_REPR)  # [1]
+        t.run("s = Slow()")  # [2]
+        t.run("n = 2")  # [3]
+        t.child.send(":diff 1 2\r")
+        time.sleep(1.0)  # the probe is in the slow repr by now
+        t.child.sendintr()
+        out = t.wait_prompt()
+        assert "interrupted; the session goes on." in out
+        assert t.run("n").strip() == "2"
+        listing = t.run(":checkpoints")
+        ids = {int(line.replace("*", " ").split()[0]) for line in listing.splitlines()[1:] if line.strip()}
+        assert {1, 2, 3} <= ids, listing
+        time.sleep(3.0)  # the abandoned answer is on its way by now
+        asked = time.time()
+        diff = t.run(":diff 1 2", timeout=20)
+        made = [float(w) for w in diff.replace("'", " ").split() if w.replace(".", "").isdigit()]
+        assert made and made[0] > asked, diff  # this question's answer, made after it was asked
+        assert "rewound to [2]" in t.run(":rewind 2")
+        assert "NameError: name 'n' is not defined" in t.run("n")
+    finally:
+        t.close()
+
+
+@pytest.mark.criu
+def test_ctrl_c_during_a_save_leaves_nothing_and_the_session_goes_on(tmp_path: Path, isolated: str) -> None:
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    sessions = tmp_path / "data" / "forkpoint" / "sessions"
+    try:
+        t.wait_prompt()
+        t.run("import numpy as np; a = np.arange(60_000_000, dtype=np.float64)")  # 480 MB to dump
+        t.child.send(":save big\r")
+        out = _interrupt_when(t, "saving")
+        assert "interrupted; the session goes on." in out
+        assert not sessions.exists() or not os.listdir(sessions), os.listdir(sessions)
+        assert t.run("float(a[-1])").strip() == "59999999.0"
+        assert "no saved sessions" in t.run(":sessions")
+        assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_criu(p, isolated)]
+    finally:
+        t.close()
+        shutil.rmtree(sessions, ignore_errors=True)
+
+
+def _is_criu(pid: str, marker: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "criu"
+    except OSError:
+        return False
