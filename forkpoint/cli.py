@@ -134,10 +134,19 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _sweep() -> None:
+    """Remove what forkpoints killed before left behind (runtime dirs, partial saves)."""
+    from forkpoint import leftovers, paths
+    from forkpoint.persist.store import sessions_dir
+
+    leftovers.sweep(paths.runtime_root(), sessions_dir())
+
+
 def _cmd_sessions(args: argparse.Namespace) -> int:
     from forkpoint.persist.store import list_sessions
     from forkpoint.shell.render import Renderer
 
+    _sweep()
     Renderer().sessions(list_sessions())
     return 0
 
@@ -162,6 +171,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 def _cmd_rm(args: argparse.Namespace) -> int:
     from forkpoint.persist.store import remove
 
+    _sweep()
     remove(args.name)
     print(f"removed session {args.name!r}")
     return 0

@@ -23,8 +23,9 @@ def _xdg(var: str, fallback: str) -> str:
     return os.path.join(base, "forkpoint")
 
 
-# A Unix socket's path holds at most 107 bytes; a controller's dir and socket name add about 40.
-_ROOT_MAX = 64
+# A Unix socket's path holds at most 107 bytes. Below the root come a controller's dir
+# (PID-random, 16) and its longest socket (lazy-pages.socket, 17), with their slashes.
+_ROOT_MAX = 107 - 1 - 16 - 1 - 17
 
 
 def runtime_root() -> str:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from terminal import Terminal, env_for, wait_until  # noqa: E402
 
+from forkpoint import paths  # noqa: E402
 from forkpoint.controller import Controller  # noqa: E402
 from forkpoint.controller.events import Event  # noqa: E402
 from forkpoint.controller.supervisor import with_environ  # noqa: E402
@@ -63,6 +64,21 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             except ProcessLookupError:
                 pass
         pytest.fail(f"processes left behind: {leaked}")
+    left = _dirs_left(tmp_path)
+    if left:
+        pytest.fail(f"left behind: {left}")
+
+
+def _dirs_left(tmp: Path) -> list[str]:
+    """Runtime dirs and partial saves still there after the test: every controller it started
+    has ended, so either is a leak (a killed one's are swept by the next forkpoint command,
+    which a test that kills one must run)."""
+    runtime = Path(paths.runtime_root())  # under tmp unless its path is too long for a socket's
+    sessions = tmp / "data" / "forkpoint" / "sessions"
+    left = [str(p) for p in runtime.glob("*")] if runtime.is_dir() and tmp in runtime.parents else []
+    if sessions.is_dir():
+        left += [str(p) for p in sessions.glob(".*") if ".saving-" in p.name or ".old-" in p.name]
+    return left
 
 
 @pytest.fixture

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from terminal import Terminal, env_for
+from terminal import Terminal, command, env_for
+
+from forkpoint import paths
 
 pytestmark = pytest.mark.pty
+FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
 
 SLOW_REPR = (
     "class Slow:\n"
@@ -100,3 +105,29 @@ def _is_criu(pid: str, marker: str) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip() == "criu"
     except OSError:
         return False
+
+
+@pytest.mark.criu
+def test_a_controller_killed_mid_save_leaves_nothing_once_forkpoint_runs_again(
+    tmp_path: Path, isolated: str
+) -> None:
+    """kill -9 of the controller while CRIU dumps: the processes it started end (the copy
+    waiting to be dumped sees its controller gone), and the next forkpoint command removes
+    the partial save and the runtime dir (the isolated fixture checks both)."""
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    sessions = tmp_path / "data" / "forkpoint" / "sessions"
+    try:
+        t.wait_prompt()
+        t.run("import numpy as np; a = np.arange(150_000_000, dtype=np.float64)")  # 1.2 GB to dump
+        t.child.send(":save big\r")
+        t.wait_screen("saving")
+        os.kill(t.pid, signal.SIGKILL)
+        t.child.wait()  # reaped, as a shell reaps what it started
+        assert [p.name for p in sessions.iterdir()] == [f".big.saving-{t.pid}"]  # killed mid-save
+        listed = command(tmp_path, isolated, FORKPOINT, "sessions")
+        assert "no saved sessions" in listed.stdout, listed
+        assert not list(sessions.iterdir())
+        runtime = Path(paths.runtime_root())  # the test's own (isolated), or /tmp's when too long
+        assert not [p for p in runtime.iterdir() if p.name.startswith(f"{t.pid}-")]
+    finally:
+        t.close()

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from forkpoint.channel import Channel
 
-__all__ = ["detach", "exec_init", "read_pid", "write_pid"]
+__all__ = ["detach", "exec_init", "read_pid", "started", "write_pid"]
 
 _ADDR_NO_RANDOMIZE = 0x0040000
 
@@ -69,6 +69,20 @@ def exec_init(report: int) -> NoReturn:
     ctypes.CDLL(None, use_errno=True).personality(_ADDR_NO_RANDOMIZE)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     os.execve(sys.executable, [sys.executable, "-S", "-s", "-c", _INIT, str(report)], env)
+
+
+def started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), None if there is none or it
+    has exited (a zombie): a pid and its start time name one process, whatever pids are
+    reused later."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        if fields[0] in (b"Z", b"X"):
+            return None
+        return int(fields[19])  # field 22 of stat; the first two (pid, comm) are cut off
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def detach(ch: Channel) -> None:

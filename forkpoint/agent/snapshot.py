@@ -326,13 +326,19 @@ def _wait_for_restore(attach: str, secret: str) -> Channel:
     """Wait to be dumped (CRIU ends this process) and, in a restored copy, for the new
     controller's address: connect, take its terminal's fds, go on as a checkpoint."""
     global _restored
+    assert _link is not None
+    controller = _link.controller_pid
+    born = saved_tree.started(controller)
+    polls = 0
     while not os.path.exists(attach):
+        polls += 1
+        if polls % 50 == 0 and saved_tree.started(controller) != born:
+            os._exit(0)  # the controller died mid-save: no one will dump this copy, or restore it
         time.sleep(0.002)
     with open(attach) as f:
         where = json.load(f)
     _restored = True
     signal.signal(signal.SIGCHLD, lambda signum, frame: _reap_all())
-    assert _link is not None
     _link.socket_path, _link.controller_pid = str(where["socket"]), int(where["controller"])
     new = connect(_link.socket_path)
     new.send(_hello("restored", None, secret))

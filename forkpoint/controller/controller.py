@@ -21,8 +21,9 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
+from pathlib import Path
 
-from forkpoint import paths
+from forkpoint import leftovers, paths
 from forkpoint.channel import private_dir
 from forkpoint.controller import memory
 from forkpoint.controller.driver import Driver, HeadState
@@ -86,6 +87,7 @@ class Controller:
         self.events: list[Event] = []
         self._restore = restore  # start from this saved session instead of a fresh interpreter
         self._rundir: str | None = None
+        self._rundir_lock: int | None = None  # held while the runtime dir is ours (leftovers)
         deliver = on_event or self.events.append
         self._pipes = OutputPipes(deliver) if output is Output.PIPES else None
         self._stdio = self._pipes.stdio if self._pipes is not None else stdio
@@ -137,9 +139,10 @@ class Controller:
         """Start the first head and take checkpoint 0, the fresh interpreter (or open the
         saved session given to the constructor)."""
         self._supervisor.become_subreaper()
-        self._rundir = rundir = tempfile.mkdtemp(
-            prefix=f"{os.getpid()}-", dir=private_dir(paths.runtime_root())
-        )
+        root = private_dir(paths.runtime_root())
+        leftovers.sweep(root, Path(paths.data_dir(), "sessions"))  # what killed forkpoints left
+        self._rundir = rundir = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+        self._rundir_lock = leftovers.hold(rundir)
         self._sessions.rundir = self._rundir
         socket_path = self._hub.open(self._rundir)
         if self._restore is not None:
@@ -169,6 +172,9 @@ class Controller:
         if self._rundir is not None:
             shutil.rmtree(self._rundir, ignore_errors=True)
             self._rundir = None
+        if self._rundir_lock is not None:
+            os.close(self._rundir_lock)
+            self._rundir_lock = None
 
     # ----------------------------------------------------------------- queries
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forkpoint import __version__, paths
+from forkpoint import __version__, leftovers, paths
 from forkpoint.channel import private_dir
 from forkpoint.errors import ForkpointError
 from forkpoint.persist.pages import PARENT_LINK
@@ -83,13 +83,17 @@ def check_name(name: str) -> str:
 @contextlib.contextmanager
 def build(name: str) -> Iterator[Path]:
     """A private temp dir to fill; renamed to the session ``name`` when the block succeeds,
-    removed when it fails (the older session of that name, if any, is kept until then)."""
+    removed when it fails (the older session of that name, if any, is kept until then). Held
+    by a lock while it is built, so the next forkpoint removes it if this one is killed
+    (``leftovers``)."""
     root = sessions_dir()
     temp = root / f".{check_name(name)}.saving-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(mode=0o700)
+    lock = leftovers.hold(temp)
     try:
         yield temp
+        (temp / leftovers.LOCK).unlink()
         _fsync_tree(temp)
         final = root / name
         old = root / f".{name}.old-{os.getpid()}"
@@ -100,6 +104,8 @@ def build(name: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
 
 
 def write_meta(folder: Path, session: Session) -> None:

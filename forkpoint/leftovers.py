@@ -1,0 +1,78 @@
+"""What a forkpoint killed with SIGKILL leaves behind, and its removal by the next one.
+
+A controller's runtime dir (its socket) and a save being built (``.NAME.saving-PID`` in the
+store) are each held by an exclusive ``flock`` on a file inside, taken by the process that
+made it. The kernel drops the lock when that process dies, however it dies, so the next
+forkpoint command tells a dir whose owner is gone by taking the lock (a pid alone could be
+reused by an unrelated process) and removes it. A ``.NAME.old-PID`` left between the two
+renames that put a new save in place is the previous session: put back if the new one is not
+there, else removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+from pathlib import Path
+
+__all__ = ["LOCK", "hold", "sweep"]
+
+LOCK = ".owner.lock"
+_RUNTIME = re.compile(r"^(\d+)-")  # a controller's runtime dir: PID-random
+_PARTIAL = re.compile(r"^\.(.+)\.(saving|old)-(\d+)$")
+
+
+def hold(folder: Path | str) -> int:
+    """Lock ``folder`` for this process's life; the fd (close-on-exec, so no child holds it)."""
+    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _abandoned(folder: Path) -> bool:
+    """Whether no live process holds ``folder``: its lock can be taken (or it has none, and
+    its maker's pid is gone)."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        found = _RUNTIME.match(folder.name) or _PARTIAL.match(folder.name)
+        pid = int(found.group(found.lastindex or 1)) if found else 0
+        return pid > 0 and not os.path.exists(f"/proc/{pid}")
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def sweep(runtime_root: str, sessions: Path) -> list[str]:
+    """Remove the runtime dirs and partial saves of dead forkpoints; what was removed."""
+    removed: list[str] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(runtime_root):
+            folder = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False) and _RUNTIME.match(entry.name) and _abandoned(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(str(folder))
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(sessions):
+            found = _PARTIAL.match(entry.name)
+            folder = Path(entry.path)
+            if not found or not entry.is_dir(follow_symlinks=False) or not _abandoned(folder):
+                continue
+            final = sessions / found.group(1)
+            if found.group(2) == "old" and not os.path.lexists(final):
+                with contextlib.suppress(OSError):
+                    (folder / LOCK).unlink(missing_ok=True)
+                    folder.rename(final)  # the previous session, put back in its place
+                    continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    return removed
