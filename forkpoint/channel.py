@@ -97,6 +97,21 @@ class Channel:
             messages.append(msg)
         return messages
 
+    def fill(self) -> bool:
+        """After select() said readable: read once into the buffer; False at EOF."""
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except BlockingIOError:
+            return True
+        except (ConnectionResetError, OSError):
+            chunk = b""
+        self._buf += chunk
+        return bool(chunk)
+
+    def next_buffered(self) -> Message | None:
+        """The first complete message read, leaving the rest for ``recv``/``buffered``."""
+        return self._take_frame()
+
     def read_ready(self) -> tuple[list[Message], bool]:
         """After select() said readable: read once; the complete messages and whether EOF."""
         try:

@@ -139,7 +139,9 @@ def _sweep() -> None:
     from forkpoint import leftovers, paths
     from forkpoint.persist.store import sessions_dir
 
-    leftovers.sweep(paths.runtime_root(), sessions_dir())
+    root = paths.runtime_root()
+    if os.path.isdir(root) and os.lstat(root).st_uid == os.getuid():  # never another user's
+        leftovers.sweep(root, sessions_dir())
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
@@ -238,12 +240,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         render.result(result)
         if on_error == "save":
             stem = os.path.splitext(os.path.basename(args.script or args.module or "c"))[0]
-            name = args.session or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            from forkpoint.persist.store import free_name
+
+            name = free_name(args.session or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")  # never replaces one
             saved = controller.save_script(name, render.progress)
             render.line(
                 f'saved the failure as session "{name}": {human_bytes(saved.size)} in {saved.seconds:.1f} s; '
                 f"edit the script, then: forkpoint resume {name}",
                 "info",
+                render.notices,  # forkpoint's own sentences go to stderr: stdout is the program's
             )
             return 1
         if on_error == "exit":

@@ -28,6 +28,7 @@ class Reason(Enum):
     EVICTED = "evicted"
     NO_SCRIPT = "no script"
     NOT_A_SCRIPT_CHECKPOINT = "not a script checkpoint"
+    SESSION_EXISTS = "session exists"
 
 
 class ForkpointError(Exception):

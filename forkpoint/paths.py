@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-__all__ = ["cache_dir", "data_dir", "runtime_root", "state_dir"]
+__all__ = ["cache_dir", "data_dir", "runtime_root", "short_temp_dir", "state_dir"]
 
 
 def _xdg(var: str, fallback: str) -> str:
@@ -31,9 +31,19 @@ _ROOT_MAX = 107 - 1 - 16 - 1 - 17
 def runtime_root() -> str:
     value = os.environ.get("XDG_RUNTIME_DIR", "")
     root = os.path.join(value, "forkpoint")
-    if os.path.isabs(value) and os.path.isdir(value) and len(os.fsencode(root)) <= _ROOT_MAX:
+    if os.path.isabs(value) and os.path.isdir(value) and _fits(root):
         return root
-    return os.path.join(tempfile.gettempdir(), f"forkpoint-{os.getuid()}")
+    return os.path.join(short_temp_dir(), f"forkpoint-{os.getuid()}")
+
+
+def short_temp_dir() -> str:
+    """The temp dir, or /tmp when its path leaves no room for a socket's below it."""
+    temp = tempfile.gettempdir()
+    return temp if _fits(os.path.join(temp, "forkpoint-4294967295-abcdefgh")) else "/tmp"
+
+
+def _fits(root: str) -> bool:
+    return len(os.fsencode(root)) <= _ROOT_MAX
 
 
 def state_dir() -> str:

@@ -236,14 +236,17 @@ class CheckpointTree:
             node = self.nodes[chain[steps]]
         elif ref.isdigit():
             if int(ref) not in self.nodes:
-                raise ForkpointError(f"there is no checkpoint [{ref}].", reason=Reason.NO_SUCH_CHECKPOINT)
+                raise ForkpointError(
+                    f"there is no checkpoint [{_shown(ref)}].", reason=Reason.NO_SUCH_CHECKPOINT
+                )
             node = self.nodes[int(ref)]
         else:
             found = self.latest_with_label(ref)
             if found is None:
-                labels = sorted({n.label for n in self.nodes.values() if n.label})
-                hint = f"labels: {', '.join(labels)}" if labels else "no checkpoint has a label yet"
-                raise ForkpointError(f"no checkpoint is labelled {ref!r}.", hint)
+                labels = sorted({_shown(n.label) for n in self.nodes.values() if n.label})
+                shown = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
+                hint = f"labels: {shown}" if labels else "no checkpoint has a label yet"
+                raise ForkpointError(f"no checkpoint is labelled {_shown(ref)!r}.", hint)
             node = found
         if not node.usable:
             raise ForkpointError(
@@ -366,3 +369,8 @@ class TreeView:
 
     def alive(self) -> list[CheckpointView]:
         return [n for n in self if n.alive]
+
+
+def _shown(text: str, most: int = 40) -> str:
+    """What of a name the user typed an error repeats: all of it, or its start."""
+    return text if len(text) <= most else text[: most - 1] + "…"

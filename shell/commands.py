@@ -118,11 +118,14 @@ def cmd_mem(shell: Shell, args: str) -> None:
 
 
 def cmd_save(shell: Shell, args: str) -> None:
-    """:save NAME [ID]         save a checkpoint (default: this one) as a session, with CRIU"""
-    parts = args.split()
+    """:save NAME [ID] [--force]  save a checkpoint (default: this one) as a session, with CRIU"""
+    words = args.split()
+    force = "--force" in words
+    parts = [w for w in words if w != "--force"]
     if not 1 <= len(parts) <= 2:
         raise ForkpointError(":save needs a name.", "for example :save nightly, or :save nightly 3")
-    saved = shell.controller.save(parts[0], parts[1] if len(parts) > 1 else None, shell.render.progress)
+    ref = parts[1] if len(parts) > 1 else None
+    saved = shell.controller.save(parts[0], ref, shell.render.progress, replace=force)
     size = human_bytes(saved.size)
     shell.render.line(
         f'saved [{saved.checkpoint}] as "{saved.name}": {size} in {saved.seconds:.1f} s', "info"

@@ -35,6 +35,7 @@ _HINTS = {
     Reason.EVICTED: "raise --memory-budget or --max-checkpoints, or label checkpoints to keep them",
     Reason.NO_SCRIPT: "resume follows forkpoint run",
     Reason.NOT_A_SCRIPT_CHECKPOINT: ":checkpoints lists them",
+    Reason.SESSION_EXISTS: "add --force to replace it, or choose another name",
 }
 
 # Events the terminal shows as notices (in the warning style).
@@ -46,6 +47,7 @@ NOTICES = (
     ev.FilesRewound,
     ev.HeadNotice,
     ev.ConnectionRefused,
+    ev.RuntimeDirRefused,
     ev.ResumeBlocked,
     ev.LineSiteGone,
     ev.OldCallsRan,
@@ -117,6 +119,8 @@ def event_text(event: ev.Event) -> str:
             return f"the head {death_text(death)}; rewound to [{rewound_to}]"
         case ev.InterruptIgnored():
             return "the input does not stop; press Ctrl-C again to kill the head and roll back"
+        case ev.RuntimeDirRefused(refused, instead):
+            return f"{refused} is not this user's private dir; using {instead} instead."
         case ev.ConnectionRefused(uid, pid):
             return f"refused a connection from uid {uid} (pid {pid})"
         case ev.CodeSwapped(functions):

@@ -113,6 +113,9 @@ def _key_bindings() -> KeyBindings:
 def _history() -> History:
     try:
         path = os.path.join(private_dir(paths.state_dir()), "history")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # what was typed may hold secrets, whatever the umask
+        os.close(fd)
         return FileHistory(path)
     except OSError:
         return InMemoryHistory()

@@ -7,7 +7,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import stat
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -131,3 +135,104 @@ def test_a_controller_killed_mid_save_leaves_nothing_once_forkpoint_runs_again(
         assert not [p for p in runtime.iterdir() if p.name.startswith(f"{t.pid}-")]
     finally:
         t.close()
+
+
+@pytest.mark.criu
+def test_a_save_never_replaces_a_session_without_being_told(tmp_path: Path, isolated: str) -> None:
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.run("x = 'first'")
+        assert 'as "s1"' in t.run(":save s1", timeout=60)
+        t.run("x = 'second'")
+        refused = t.run(":save s1", timeout=60)
+        assert 'there is a saved session named "s1" already.' in refused and "--force" in refused
+        assert 'as "s1"' in t.run(":save s1 --force", timeout=60)
+    finally:
+        t.close()
+    script = tmp_path / "s.py"
+    script.write_text("x = 1\nraise ValueError('boom')\n")
+    for expected in ('"fail"', '"fail-2"'):  # run --on-error save picks a new name instead
+        done = command(
+            tmp_path, isolated, FORKPOINT, "run", str(script), "--on-error", "save", "--session", "fail"
+        )
+        assert f"saved the failure as session {expected}" in done.stderr, done.stderr
+    listed = command(tmp_path, isolated, FORKPOINT, "sessions").stdout
+    assert all(name in listed for name in ("s1", "fail", "fail-2")), listed
+
+
+def test_a_runtime_dir_another_user_made_first_is_refused_not_used(tmp_path: Path, isolated: str) -> None:
+    """Another local user creates $TMPDIR/forkpoint-UID before us (to deny service): forkpoint
+    says so in one sentence, uses a fresh private dir, and removes it when done."""
+    tmp = Path(tempfile.mkdtemp(prefix="fp-", dir="/tmp"))  # short: socket paths live below it
+    try:
+        squatted = tmp / f"forkpoint-{os.getuid()}"
+        squatted.mkdir()
+        os.chown(squatted, 65534, 65534)
+        os.chmod(tmp, 0o1777)
+        script = tmp_path / "s.py"
+        script.write_text("print('ran')\n")
+        env = {**env_for(tmp_path, isolated), "XDG_RUNTIME_DIR": "", "TMPDIR": str(tmp)}
+        done = subprocess.run(
+            [FORKPOINT, "run", str(script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
+        said = f"forkpoint: {squatted} is not this user's private dir; using {tmp}/forkpoint-{os.getuid()}-"
+        assert said in done.stderr, done.stderr
+        assert sorted(p.name for p in tmp.iterdir()) == [squatted.name]  # the fresh one is gone
+        assert not list(squatted.iterdir())
+    finally:
+        shutil.rmtree(tmp)
+
+
+def test_an_idle_connection_to_the_socket_stalls_nothing(tmp_path: Path, isolated: str) -> None:
+    """A process of the same user connects to the control socket and says nothing: inputs go
+    on at once (the hello is awaited alongside them), and the connection is dropped after 5 s
+    (at the first input after that: between inputs the controller waits for the terminal)."""
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        t.wait_prompt()
+        (path,) = Path(paths.runtime_root()).glob(f"{t.pid}-*/control.sock")
+        idle.connect(str(path))
+        for n in range(3):  # before the fix, the first of these waited 5 s for the hello
+            assert t.run(f"{n} + 40", timeout=2).strip() == str(n + 40)
+        time.sleep(5.5)
+        t.run("pass")  # the controller looks at its connections while it waits for an input
+        idle.settimeout(10)
+        assert idle.recv(1) == b""  # dropped: EOF
+    finally:
+        idle.close()
+        t.close()
+
+
+def test_small_promises_history_owner_and_long_names(tmp_path: Path, isolated: str) -> None:
+    """The history file is 0600 under umask 0; a 10,000-character name is not echoed whole;
+    a label has a length limit, said in one sentence; rm leaves another user's session."""
+    old = os.umask(0)
+    try:
+        t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    finally:
+        os.umask(old)
+    try:
+        t.wait_prompt()
+        t.run("x = 1")
+        history = tmp_path / "state" / "forkpoint" / "history"
+        assert stat.S_IMODE(history.stat().st_mode) == 0o600
+        said = t.run(":rewind " + "y" * 10_000).rstrip().splitlines()[-1]  # after the typed line
+        assert said.startswith("forkpoint: no checkpoint is labelled") and len(said) < 200, said
+        assert "a label is at most 80 characters; this one has 100." in t.run(":label " + "z" * 100)
+    finally:
+        t.close()
+    theirs = tmp_path / "data" / "forkpoint" / "sessions" / "theirs"
+    theirs.mkdir(parents=True)
+    (theirs / "meta.json").write_text("{}")
+    os.chown(theirs, 65534, 65534)
+    done = command(tmp_path, isolated, FORKPOINT, "rm", "theirs")
+    assert done.returncode == 2 and "belongs to another user (uid 65534)" in done.stderr, done.stderr
+    assert (theirs / "meta.json").exists()

@@ -80,6 +80,8 @@ def test_without_a_terminal_errors_exit(tmp_path: Path, isolated: str) -> None:
     [
         (["run", "s.py", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["run", "missing.py"], "missing.py does not exist."),
+        (["run", "--python", "/bin/true", "s.py"], "/bin/true is not a Python interpreter"),
+        (["run", "--python", "/bin/sleep", "s.py"], "/bin/sleep is not a Python interpreter"),
     ],
 )
 def test_bad_command_lines_say_so(tmp_path: Path, isolated: str, args: list[str], message: str) -> None:

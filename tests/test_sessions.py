@@ -243,7 +243,7 @@ def test_run_on_error_save_then_resume_after_an_edit(tmp_path: Path, isolated: s
         "run", "batch.py", "--checkpoint-at", "process", "--on-error", "save", "--session", "b", "--", "6"
     )
     assert done.returncode == 1 and "IndexError" in done.stderr
-    assert 'saved the failure as session "b": ' in done.stdout and "forkpoint resume b" in done.stdout
+    assert 'saved the failure as session "b": ' in done.stderr and "forkpoint resume b" in done.stderr
     assert wait_until(lambda: not processes_with(isolated), timeout=3)  # nothing runs until resume
     row = forkpoint("sessions").stdout.splitlines()[1].split()
     assert row[0] == "b" and row[3:5] == ["run", "batch.py"]

@@ -27,7 +27,7 @@ from forkpoint import leftovers, paths
 from forkpoint.channel import private_dir
 from forkpoint.controller import memory
 from forkpoint.controller.driver import Driver, HeadState
-from forkpoint.controller.events import Event, Outbox
+from forkpoint.controller.events import Event, Outbox, RuntimeDirRefused
 from forkpoint.controller.head import HeadLink
 from forkpoint.controller.hub import Hub
 from forkpoint.controller.output import OutputPipes
@@ -47,10 +47,13 @@ from forkpoint.controller.script import Script
 from forkpoint.controller.scripts import ScriptVerbs
 from forkpoint.controller.sessions import MAX_SAVED, SessionKeeper
 from forkpoint.controller.supervisor import Supervisor
-from forkpoint.errors import ForkpointError
+from forkpoint.errors import ForkpointError, Reason
+from forkpoint.persist import store
 from forkpoint.persist.criu import TICK
 from forkpoint.protocol import Message
 from forkpoint.tree import CheckpointView, TreeView
+
+MAX_LABEL = 80  # characters: a label is shown in listings and hints
 
 __all__ = ["Controller", "Output", "default_budget"]
 
@@ -88,6 +91,7 @@ class Controller:
         self._restore = restore  # start from this saved session instead of a fresh interpreter
         self._rundir: str | None = None
         self._rundir_lock: int | None = None  # held while the runtime dir is ours (leftovers)
+        self._own_root: str | None = None  # a root of our own, when the shared one was not ours
         deliver = on_event or self.events.append
         self._pipes = OutputPipes(deliver) if output is Output.PIPES else None
         self._stdio = self._pipes.stdio if self._pipes is not None else stdio
@@ -139,7 +143,7 @@ class Controller:
         """Start the first head and take checkpoint 0, the fresh interpreter (or open the
         saved session given to the constructor)."""
         self._supervisor.become_subreaper()
-        root = private_dir(paths.runtime_root())
+        root = self._runtime_root()
         leftovers.sweep(root, Path(paths.data_dir(), "sessions"))  # what killed forkpoints left
         self._rundir = rundir = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
         self._rundir_lock = leftovers.hold(rundir)
@@ -153,10 +157,23 @@ class Controller:
             else:
                 self._scripts.script = Script.from_meta(session.script)
             return
-        self._head.start(self._supervisor.spawn_agent(self.python, socket_path, rundir, self._stdio))
+        try:
+            self._head.start(self._supervisor.spawn_agent(self.python, socket_path, rundir, self._stdio))
+        except ForkpointError:
+            raise ForkpointError(self._supervisor.why_no_agent(self.python, rundir)) from None
         result = self.execute("")
         if result.status is not Status.OK:
             raise ForkpointError("the Python process did not start.", result.traceback)
+
+    def _runtime_root(self) -> str:
+        """The runtime root, private; a fresh one if the shared one is another user's."""
+        shared = paths.runtime_root()
+        try:
+            return private_dir(shared)
+        except PermissionError:
+            self._own_root = tempfile.mkdtemp(prefix=f"forkpoint-{os.getuid()}-", dir=paths.short_temp_dir())
+            self._outbox.emit(RuntimeDirRefused(shared, self._own_root))
+            return self._own_root
 
     def close(self) -> None:
         """Stop every agent and remove the runtime dir; leaves no process behind."""
@@ -175,6 +192,9 @@ class Controller:
         if self._rundir_lock is not None:
             os.close(self._rundir_lock)
             self._rundir_lock = None
+        if self._own_root is not None:
+            shutil.rmtree(self._own_root, ignore_errors=True)
+            self._own_root = None
 
     # ----------------------------------------------------------------- queries
 
@@ -260,6 +280,8 @@ class Controller:
         name = name.strip()
         if not name or name.isdigit() or (name.startswith("-") and name[1:].isdigit()):
             raise ForkpointError(f"{name!r} cannot be a label.", "use a name that is not a number")
+        if len(name) > MAX_LABEL:
+            raise ForkpointError(f"a label is at most {MAX_LABEL} characters; this one has {len(name)}.")
         tree = self._pool.tree
         node = tree.resolve(ref, self.current) if ref else tree[self.current]
         node.label = name
@@ -318,10 +340,15 @@ class Controller:
         ref: str | None = None,
         progress: Callable[[SaveProgress], None] | None = None,
         progress_every: float = TICK,
+        replace: bool = False,
     ) -> Saved:
         """Save checkpoint ``ref`` (default: the current one) as session ``name`` with CRIU;
         the checkpoint itself stays as it is. ``progress`` is told every ``progress_every``
-        seconds while CRIU writes."""
+        seconds while CRIU writes. A session of that name is replaced only if ``replace``."""
+        if not replace and store.exists(name):
+            raise ForkpointError(
+                f'there is a saved session named "{name}" already.', reason=Reason.SESSION_EXISTS
+            )
         tree = self._pool.tree
         node = tree.resolve(ref, self.current) if ref else tree[tree.at_rest_base(self.current)]
         if not node.at_rest:

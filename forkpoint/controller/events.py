@@ -19,6 +19,7 @@ from forkpoint.controller.supervisor import Death
 __all__ = [
     "CodeSwapped",
     "ConnectionRefused",
+    "RuntimeDirRefused",
     "CudaInUse",
     "Event",
     "Evicted",
@@ -81,6 +82,15 @@ class ConnectionRefused:
 
     uid: int
     pid: int
+
+
+@dataclass(frozen=True)
+class RuntimeDirRefused:
+    """The shared runtime dir is not this user's (another made it first, to deny service, or
+    by mistake): a fresh private one is used instead."""
+
+    refused: str
+    instead: str
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,7 @@ Event = (
     | HeadDied
     | InterruptIgnored
     | ConnectionRefused
+    | RuntimeDirRefused
     | CodeSwapped
     | ThreadsLeftOut
     | CudaInUse

@@ -31,6 +31,7 @@ from forkpoint.protocol import PROTOCOL_VERSION, Message
 __all__ = ["Arrival", "Hub", "Source"]
 
 HELLO_TIMEOUT = 30.0  # seconds an expected process has to connect and say hello
+HELLO_WAIT = 5.0  # seconds a connection has to say hello before it is dropped
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Hub:
         self._emit = emit
         self._listener: socket.socket | None = None
         self._arrivals: dict[int, Arrival] = {}
+        self._greeting: dict[int, tuple[Channel, int, float]] = {}  # fd -> (channel, pid, deadline)
         self._sources: list[Source] = []
         self.socket_path = ""
 
@@ -78,6 +80,9 @@ class Hub:
         for arrival in self._arrivals.values():
             arrival.channel.close()
         self._arrivals.clear()
+        for ch, _, _ in self._greeting.values():
+            ch.close()
+        self._greeting.clear()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -109,10 +114,11 @@ class Hub:
             if source.pending():
                 return
         watched = {fd: s for s in self._sources if (fd := s.fileno()) is not None}
-        fds: list[int] = [self._listener.fileno(), *watched]
+        fds: list[int] = [self._listener.fileno(), *watched, *self._greeting]
         ready = set(select.select(fds, [], [], timeout)[0])
         if fds[0] in ready:
             self._accept()
+        self._greet(ready)
         for source in self._sources:
             fd = source.fileno()
             source.serve(fd is not None and fd in ready)
@@ -122,6 +128,8 @@ class Hub:
         self._supervisor.reap()
 
     def _accept(self) -> None:
+        """A new connection: another user's is refused at once; ours waits for its hello
+        without holding anything up (an idle connection must not stall an input)."""
         assert self._listener is not None
         sock, _ = self._listener.accept()
         creds = peer_credentials(sock)
@@ -130,16 +138,26 @@ class Hub:
             self._emit(ConnectionRefused(creds.uid, creds.pid))
             ch.close()
             return
-        try:
-            hello = ch.recv(timeout=5.0)
-        except (TimeoutError, ProtocolError):
-            hello = None
-        if (
-            hello is None
-            or hello["op"] != "hello"
-            or hello["pid"] != creds.pid
-            or hello["version"] != PROTOCOL_VERSION
-        ):
-            ch.close()
-            return
-        self._arrivals[creds.pid] = Arrival(hello, ch)
+        self._greeting[ch.fileno()] = (ch, creds.pid, time.monotonic() + HELLO_WAIT)
+
+    def _greet(self, ready: set[int]) -> None:
+        """Hellos of the connections that sent one; those silent for ``HELLO_WAIT`` are dropped."""
+        now = time.monotonic()
+        for fd, (ch, pid, deadline) in list(self._greeting.items()):
+            open_ = ch.fill() if fd in ready else True
+            try:
+                hello = ch.next_buffered()
+            except ProtocolError:
+                hello, open_ = None, False
+            if hello is None and open_ and now <= deadline:
+                continue  # nothing yet, or half a hello
+            del self._greeting[fd]
+            if (
+                hello is None
+                or hello["op"] != "hello"
+                or hello["pid"] != pid
+                or hello["version"] != PROTOCOL_VERSION
+            ):
+                ch.close()
+                continue
+            self._arrivals[pid] = Arrival(hello, ch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,6 +196,28 @@ class Supervisor:
             return self.spawn([python, "-m", "forkpoint.agent"], env, stdio)
         except OSError as exc:
             raise ForkpointError(f"cannot start {python}: {exc.strerror}.") from None
+
+    def why_no_agent(self, python: str, rundir: str) -> str:
+        """Why ``python`` ran no agent that connected, in one sentence: asked its version, it
+        is not a Python, or not one forkpoint supports, or it cannot import forkpoint."""
+        probe = "import sys; print('%d.%d' % sys.version_info[:2]); import forkpoint.agent"
+        env = dict(os.environ)
+        if os.path.abspath(python) != os.path.abspath(sys.executable):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_agent_path(rundir), env.get("PYTHONPATH")]))
+        try:
+            done = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{python} did not answer as a Python interpreter would ({exc})."
+        version = done.stdout.strip()
+        if not re.fullmatch(r"3\.\d+", version):
+            status = done.returncode
+            return f"{python} is not a Python interpreter (asked its version, it exited {status})."
+        if not (3, 11) <= tuple(map(int, version.split("."))) <= (3, 13):
+            return f"{python} is Python {version}; forkpoint runs code on Python 3.11 to 3.13."
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no error shown"])[-1]
+            return f"{python} cannot import forkpoint's agent: {last}."
+        return f"the Python process ({python}) ended before it connected to the controller."
 
     def watch(self, pid: int) -> None:
         self.reaper.watch(pid)

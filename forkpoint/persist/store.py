@@ -251,8 +251,24 @@ def list_sessions() -> list[Session]:
     return sorted(found, key=lambda s: s.saved, reverse=True)
 
 
+def exists(name: str) -> bool:
+    return os.path.lexists(sessions_dir() / check_name(name))
+
+
+def free_name(name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... if taken: a save that must never replace one."""
+    candidate, n = name, 1
+    while exists(candidate):
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
 def remove(name: str) -> None:
     folder = sessions_dir() / check_name(name)
-    if not folder.is_dir():
+    if folder.is_symlink() or not folder.is_dir():
         raise ForkpointError(f"there is no session named {name!r}.")
+    owner = folder.stat().st_uid
+    if owner != os.getuid():  # restore refuses it too: it is not this user's to delete
+        raise ForkpointError(f"session {name!r} belongs to another user (uid {owner}); it is left as it is.")
     shutil.rmtree(folder)
