@@ -4,7 +4,9 @@ thing and the session goes on, its checkpoints all there."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +21,8 @@ import pytest
 from terminal import Terminal, command, env_for
 
 from forkpoint import paths
+from forkpoint.controller import Controller
+from forkpoint.persist import store
 
 pytestmark = pytest.mark.pty
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
@@ -236,3 +240,68 @@ def test_small_promises_history_owner_and_long_names(tmp_path: Path, isolated: s
     done = command(tmp_path, isolated, FORKPOINT, "rm", "theirs")
     assert done.returncode == 2 and "belongs to another user (uid 65534)" in done.stderr, done.stderr
     assert (theirs / "meta.json").exists()
+
+
+def _restore(tmp_path: Path, isolated: str, name: str, *more: str) -> subprocess.CompletedProcess[str]:
+    return command(tmp_path, isolated, FORKPOINT, "restore", name, *more, timeout=30)
+
+
+@pytest.mark.criu
+@pytest.mark.parametrize("lazy", [[], ["--lazy"]], ids=["eager", "lazy"])
+def test_a_flipped_byte_in_a_pages_image_is_refused(tmp_path: Path, isolated: str, lazy: list[str]) -> None:
+    with Controller() as c:
+        c.execute("import numpy as np; a = np.arange(4_000_000, dtype=np.int64)")
+        c.save("flipped")
+    (pages,) = sorted((store.sessions_dir() / "flipped" / "images").rglob("pages-*.img"))[-1:]
+    with open(pages, "r+b") as f:
+        f.seek(pages.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x01]))
+    done = _restore(tmp_path, isolated, "flipped", *lazy)
+    assert done.returncode == 2, done.stdout
+    assert re.search(
+        r"session 'flipped' is damaged: images/\d+/pages-\d+\.img is not what was saved", done.stderr
+    )
+
+
+BAD_META = {
+    "tree: 5": {"tree": 5},
+    "tree: [5]": {"tree": [5]},
+    "images of text": {"images": {"f": "abc"}},
+    "kept: [99]": {"kept": [99]},
+    "checkpoint: true": {"checkpoint": True},
+    "script path 1": {"script": {"path": 1}},
+    "secret: 5": {"secret": 5},
+    "saved: 1e300": {"saved": 1e300},
+    "a path out": {"images": {"../../../etc/shadow": [1, None]}},
+}
+
+
+@pytest.mark.criu
+def test_a_meta_json_of_wrong_types_is_one_sentence(tmp_path: Path, isolated: str) -> None:
+    """Each damage of the issue's list: `restore` says "damaged" in one sentence at once (no
+    traceback, no wait for a process), `sessions` lists it as damaged, the good one restores."""
+    with Controller() as c:
+        c.execute("y = 'kept'")
+        c.save("good")
+    good = store.sessions_dir() / "good"
+    meta = json.loads((good / "meta.json").read_text())
+    for i, change in enumerate(BAD_META.values()):
+        bad = store.sessions_dir() / f"bad{i}"
+        shutil.copytree(good, bad, symlinks=True)
+        (bad / "meta.json").write_text(json.dumps({**meta, **change}))
+    for i, what in enumerate(BAD_META):
+        done = _restore(tmp_path, isolated, f"bad{i}")
+        lines = done.stderr.strip().splitlines()
+        assert (
+            done.returncode == 2 and lines and lines[0].startswith(f"forkpoint: session 'bad{i}' is damaged")
+        ), (
+            what,
+            done.stderr,
+        )
+        assert "Traceback" not in done.stderr and len(lines) <= 2, (what, done.stderr)
+    listed = command(tmp_path, isolated, FORKPOINT, "sessions")
+    assert listed.returncode == 0 and listed.stdout.count("(damaged)") == len(BAD_META), listed.stdout
+    with Controller(restore="good") as c:
+        assert c.evaluate("y") == (True, "'kept'")

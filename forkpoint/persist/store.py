@@ -22,9 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from forkpoint import __version__, leftovers, paths
 from forkpoint.channel import private_dir
 from forkpoint.errors import ForkpointError
+from forkpoint.persist.meta_check import check_meta
 from forkpoint.persist.pages import PARENT_LINK
 
 __all__ = [
@@ -124,35 +127,58 @@ def write_private(path: Path, value: Any) -> None:
     temp.rename(path)
 
 
-SMALL = 1 << 20  # image files up to this size are hashed; larger ones (pages) checked by size
 LINK = -1  # the manifest's size for a parent link (see persist.pages); its target in place of a hash
+_XXH3 = "xxh3:"  # a content hash's prefix; older sessions have SHA-256 of small files only
 
 
 def manifest(images: Path) -> dict[str, list[Any]]:
-    """Size (and, for the small metadata images, SHA-256) of each image file: CRIU can hang on
-    a truncated image instead of failing, so a restore checks them first."""
+    """Size and content hash (XXH3-128) of each image file: CRIU can hang on a truncated image
+    instead of failing, and restores a flipped byte in a pages image silently, so a restore
+    checks every file first. XXH3 reads at memory speed: the check costs the read of the
+    images (0.23 s per GiB from the page cache here), which also warms the cache CRIU reads."""
     found: dict[str, list[Any]] = {}
     for path in sorted(images.rglob("*.img")):
-        size = path.stat().st_size
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if size <= SMALL else None
-        found[str(path.relative_to(images))] = [size, digest]
+        found[str(path.relative_to(images))] = [path.stat().st_size, _XXH3 + _content_hash(path)]
     for link in sorted(images.glob(f"*/{PARENT_LINK}")):
         found[str(link.relative_to(images))] = [LINK, os.readlink(link)]
     return found
 
 
+def _content_hash(path: Path) -> str:
+    digest = xxhash.xxh3_128()
+    chunk = bytearray(8 << 20)
+    view = memoryview(chunk)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(chunk):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
 def check_images(name: str, images: Path, expected: dict[str, list[Any]]) -> None:
     for file, (size, digest) in expected.items():
         path = images / file
+        if not _inside(images, path):
+            raise ForkpointError(f"session {name!r} is damaged: its meta.json names a file outside it.")
         if size == LINK:
             _check_link(name, images, file, digest)
             continue
-        if not path.is_file():
+        if path.is_symlink() or not path.is_file():
             raise ForkpointError(f"session {name!r} is damaged: images/{file} is missing.")
         if path.stat().st_size != size:
             raise ForkpointError(f"session {name!r} is damaged: images/{file} was truncated or changed.")
-        if digest is not None and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            raise ForkpointError(f"session {name!r} is damaged: images/{file} was changed.")
+        if isinstance(digest, str) and digest.startswith(_XXH3):
+            same = _content_hash(path) == digest[len(_XXH3) :]
+        else:
+            same = digest is None or hashlib.sha256(path.read_bytes()).hexdigest() == digest
+        if not same:
+            raise ForkpointError(
+                f"session {name!r} is damaged: images/{file} is not what was saved (its content changed)."
+            )
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether ``path`` names something in ``folder`` (no ``..``, no absolute path)."""
+    return os.path.normpath(path).startswith(os.path.join(os.path.normpath(folder), ""))
 
 
 def _check_link(name: str, images: Path, file: str, target: str) -> None:
@@ -221,18 +247,8 @@ def load(name: str) -> tuple[Session, Path]:
 def _from_meta(meta: Any) -> Session:
     if not isinstance(meta, dict) or meta.get("version") != META_VERSION:
         raise ValueError("not a forkpoint session of this format")
-    fields = {k: meta[k] for k in Session.__dataclass_fields__ if k in meta}
-    types: dict[str, type | tuple[type, ...]] = {
-        "name": str,
-        "saved": (int, float),
-        "source": str,
-        "checkpoint": int,
-        "checkpoints": int,
-    }
-    for key, kind in types.items():
-        if not isinstance(fields.get(key), kind):
-            raise ValueError(f"field {key} is missing or of the wrong type")
-    return Session(**fields)
+    check_meta(meta)  # every field, before any of it is used
+    return Session(**{k: meta[k] for k in Session.__dataclass_fields__ if k in meta})
 
 
 def list_sessions() -> list[Session]:
