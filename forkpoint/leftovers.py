@@ -16,9 +16,10 @@ import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LOCK", "hold", "sweep"]
+__all__ = ["LOCK", "exclusive", "hold", "in_use", "share", "sweep", "try_hold", "try_lock"]
 
 LOCK = ".owner.lock"
 _RUNTIME = re.compile(r"^(\d+)-")  # a controller's runtime dir: PID-random
@@ -30,6 +31,54 @@ def hold(folder: Path | str) -> int:
     fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+def share(folder: Path | str) -> int | None:
+    """A shared hold on ``folder`` (a session restored by this controller: others may restore it
+    too), or None while someone holds it exclusively (removes it, or saves over it)."""
+    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def exclusive(path: Path | str) -> Iterator[None]:
+    """One process at a time in the block, across processes (waits for the others)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def try_hold(folder: Path | str) -> int | None:
+    """Lock ``folder`` exclusively unless another open holds it (shared or not)."""
+    return try_lock(os.path.join(folder, LOCK))
+
+
+def try_lock(path: Path | str) -> int | None:
+    """An exclusive lock on the file ``path`` (made if need be), or None if it is held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def in_use(folder: Path | str) -> bool:
+    """Whether a live forkpoint holds ``folder`` (has it restored, or saves into it)."""
+    fd = try_hold(folder) if os.path.isdir(folder) else None
+    if fd is None:
+        return os.path.isdir(folder)
+    os.close(fd)
+    return False
 
 
 def _abandoned(folder: Path) -> bool:

@@ -75,7 +75,8 @@ def _dirs_left(tmp: Path) -> list[str]:
     which a test that kills one must run)."""
     runtime = Path(paths.runtime_root())  # under tmp unless its path is too long for a socket's
     sessions = tmp / "data" / "forkpoint" / "sessions"
-    left = [str(p) for p in runtime.glob("*")] if runtime.is_dir() and tmp in runtime.parents else []
+    mine = runtime.is_dir() and tmp in runtime.parents
+    left = [str(p) for p in runtime.glob("*") if p.name.split("-")[0].isdigit()] if mine else []
     if sessions.is_dir():
         left += [str(p) for p in sessions.glob(".*") if ".saving-" in p.name or ".old-" in p.name]
     return left

@@ -305,3 +305,45 @@ def test_a_meta_json_of_wrong_types_is_one_sentence(tmp_path: Path, isolated: st
     assert listed.returncode == 0 and listed.stdout.count("(damaged)") == len(BAD_META), listed.stdout
     with Controller(restore="good") as c:
         assert c.evaluate("y") == (True, "'kept'")
+
+
+def test_links_in_the_store_are_never_followed(tmp_path: Path, isolated: str) -> None:
+    sessions = store.sessions_dir()
+    (sessions / "root").symlink_to("/")
+    listed = command(tmp_path, isolated, FORKPOINT, "sessions", timeout=20)
+    assert listed.returncode == 0 and "no saved sessions" in listed.stdout, listed
+    for verb in ("rm", "restore"):
+        done = command(tmp_path, isolated, FORKPOINT, verb, "root", timeout=20)
+        assert done.returncode == 2, done
+        assert "forkpoint: 'root' is not a session (a link in the store" in done.stderr, done.stderr
+    assert (sessions / "root").is_symlink() and os.path.isdir("/etc")
+
+
+@pytest.mark.criu
+def test_a_session_in_use_or_renamed_says_so_at_once(tmp_path: Path, isolated: str) -> None:
+    """Two restores of one session at once give two independent copies (the restores take
+    turns with the session's attach file); an rm of a session a forkpoint has restored is
+    refused in one sentence and the restored copy goes on; a session dir renamed after its save
+    says what to do instead of waiting for a process that looks for the old name."""
+    with Controller() as c:
+        c.execute("y = ['kept']")
+        c.save("s")
+    first = Terminal(["restore", "s", "--lazy"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    second = Terminal(["restore", "s"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        first.wait_prompt()
+        second.wait_prompt()
+        assert first.run("y.append('first') or y").strip() == "['kept', 'first']"
+        assert second.run("y").strip() == "['kept']"  # a copy of its own
+        removed = command(tmp_path, isolated, FORKPOINT, "rm", "s")
+        assert removed.returncode == 2 and "session 's' is in use" in removed.stderr, removed.stderr
+        assert first.run(":rewind 1").strip().startswith("rewound to [1]")  # its images all there
+        assert first.run("y").strip() == "['kept']"
+    finally:
+        first.close()
+        second.close()
+    (store.sessions_dir() / "s").rename(store.sessions_dir() / "renamed")
+    moved = _restore(tmp_path, isolated, "renamed")
+    assert moved.returncode == 2 and "was saved as 's'" in moved.stderr, moved.stderr
+    (store.sessions_dir() / "renamed").rename(store.sessions_dir() / "s")
+    assert command(tmp_path, isolated, FORKPOINT, "rm", "s").returncode == 0

@@ -195,6 +195,7 @@ class Controller:
         if self._own_root is not None:
             shutil.rmtree(self._own_root, ignore_errors=True)
             self._own_root = None
+        self._sessions.close()
 
     # ----------------------------------------------------------------- queries
 

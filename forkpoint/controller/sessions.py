@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from forkpoint import leftovers, paths
+from forkpoint.channel import private_dir
 from forkpoint.controller import memory
 from forkpoint.controller.hub import Hub
 from forkpoint.controller.pool import CheckpointPool
@@ -46,6 +48,7 @@ class SessionKeeper:
         self._supervisor = supervisor
         self._stdio = stdio  # the fds a restored process gets as 0, 1, 2
         self._lazy = lazy  # restore with lazy pages (userfaultfd): ready at once, memory follows
+        self.held: int | None = None  # the lock on the session this controller restored from
         self._stored: tuple[Path, str] | None = None  # the restored session's dir and secret
         self.rundir = ""
 
@@ -61,7 +64,28 @@ class SessionKeeper:
         progress_every: float = TICK,
     ) -> Saved:
         """Dump ``nodes`` (oldest first, unchanged pages shared with the one before) as
-        session ``name``; built hidden and renamed into place, so it is whole or absent."""
+        session ``name``; built hidden and renamed into place, so it is whole or absent. One
+        save of a name at a time, and never over a session a forkpoint has restored."""
+        locks = private_dir(os.path.join(paths.runtime_root(), "save-locks"))  # not in the store: no litter
+        guard = leftovers.try_lock(os.path.join(locks, f"{store.check_name(name)}.lock"))
+        if guard is None:
+            raise ForkpointError(
+                f"session {name!r} is being saved by another forkpoint; try again when it is done."
+            )
+        try:
+            return self._save(name, nodes, source, script, progress, progress_every)
+        finally:
+            os.close(guard)
+
+    def _save(
+        self,
+        name: str,
+        nodes: list[Checkpoint],
+        source: str,
+        script: dict[str, object] | None,
+        progress: Callable[[SaveProgress], None] | None,
+        progress_every: float,
+    ) -> Saved:
         criu = find_criu()
         require_privileges("saving a session")
         started = time.monotonic()
@@ -72,7 +96,12 @@ class SessionKeeper:
         ]
         session = store.Session(name, time.time(), source, latest, len(nodes), tree=tree, secret=secret)
         session.kept, session.script = [n.id for n in nodes], script
-        attach = str(store.sessions_dir() / store.check_name(name) / "attach.json")
+        final = store.sessions_dir() / store.check_name(name)
+        if leftovers.in_use(final):
+            raise ForkpointError(
+                f"session {name!r} is in use (a forkpoint has it restored); it cannot be replaced now."
+            )
+        attach = str(final / "attach.json")
         with store.build(name) as folder:
             previous: tuple[Path, dict[str, pages.Index]] | None = None
             for index, node in enumerate(sorted(nodes, key=lambda n: n.id), 1):
@@ -113,6 +142,17 @@ class SessionKeeper:
         restored yet: each restored process holds all of its memory (restored processes share
         no pages), so a script's ten checkpoints of 1 GB each come back only when needed."""
         session, folder = store.load(name)
+        if folder.name != session.name:
+            raise ForkpointError(
+                f"session {name!r} was saved as {session.name!r}, and its processes look for it under that "
+                f"name: restore {session.name!r}, or rename this one back to it."
+            )
+        held = leftovers.share(folder)
+        if held is None:
+            raise ForkpointError(
+                f"session {name!r} is being removed or replaced; try again when that is done."
+            )
+        self.held = held  # for this controller's life: no rm of it, no save over it, while in use
         store.check_images(name, folder / "images", session.images)
         find_criu()
         require_privileges("restoring a session")
@@ -124,6 +164,11 @@ class SessionKeeper:
         self._pool.bring_back = self.bring_back
         return session
 
+    def close(self) -> None:
+        if self.held is not None:
+            os.close(self.held)
+            self.held = None
+
     def bring_back(self, node: Checkpoint) -> None:
         """Restore a checkpoint of the session this controller started from: CRIU brings it
         back, it finds this controller through the session's attach file, takes the stdio
@@ -131,11 +176,14 @@ class SessionKeeper:
         assert self._stored is not None
         folder, secret = self._stored
         attach = folder / "attach.json"
-        store.write_private(attach, {"socket": self._hub.socket_path, "controller": os.getpid()})
-        try:
-            self._restore(folder / "images" / str(node.id), f"{secret}-{node.id}", node)
-        finally:
-            attach.unlink(missing_ok=True)
+        # One restore of this session at a time, across forkpoints: the attach file is the one
+        # place the restored process looks for its controller (two at once would swap them).
+        with leftovers.exclusive(folder / ".attach.lock"):
+            store.write_private(attach, {"socket": self._hub.socket_path, "controller": os.getpid()})
+            try:
+                self._restore(folder / "images" / str(node.id), f"{secret}-{node.id}", node)
+            finally:
+                attach.unlink(missing_ok=True)
 
     def _restore(self, images: Path, secret: str, node: Checkpoint) -> None:
         work = self.rundir or str(images)

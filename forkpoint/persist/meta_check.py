@@ -124,8 +124,9 @@ def _fits(value: object, kind: Kind, where: str) -> bool:
     if kind is None:
         return value is None
     if kind == _NUMBER:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok and math.isfinite(value) and 0 <= value < _LATEST  # type: ignore[arg-type]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        return math.isfinite(value) and 0 <= value < _LATEST
     if kind == _HEX:
         return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{0,128}", value) is not None
     if kind == "image":  # [size, hash or None] or, for a parent link, [-1, "../ID"]

@@ -207,12 +207,24 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def size_of(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    """Bytes of the files under ``folder``, never following a link (a session's parent links
+    point at its siblings; a link planted in the store could point at /)."""
+    total = 0
+    for root, _, files in os.walk(folder):  # os.walk does not descend into linked dirs
+        for file in files:
+            info = os.lstat(os.path.join(root, file))
+            if not os.path.islink(os.path.join(root, file)):
+                total += info.st_size
+    return total
 
 
 def load(name: str) -> tuple[Session, Path]:
     """A saved session and its dir, or one sentence on why it cannot be used."""
     folder = sessions_dir() / check_name(name)
+    if folder.is_symlink():
+        raise ForkpointError(
+            f"{name!r} is not a session (a link in the store, which forkpoint never follows)."
+        )
     if not folder.is_dir():
         known = ", ".join(s.name for s in list_sessions()) or "none"
         raise ForkpointError(f"there is no session named {name!r}.", f"saved sessions: {known}")
@@ -255,8 +267,8 @@ def list_sessions() -> list[Session]:
     """Every readable session, newest first; damaged ones are listed with what is known."""
     found = []
     for folder in sorted(sessions_dir().iterdir()):
-        if folder.name.startswith(".") or not folder.is_dir():
-            continue
+        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue  # a link is never followed: it is no session
         try:
             session = _from_meta(json.loads((folder / "meta.json").read_text()))
         except (OSError, ValueError, KeyError, TypeError):
@@ -282,9 +294,15 @@ def free_name(name: str) -> str:
 
 def remove(name: str) -> None:
     folder = sessions_dir() / check_name(name)
-    if folder.is_symlink() or not folder.is_dir():
+    if folder.is_symlink():
+        raise ForkpointError(
+            f"{name!r} is not a session (a link in the store, which forkpoint never follows)."
+        )
+    if not folder.is_dir():
         raise ForkpointError(f"there is no session named {name!r}.")
     owner = folder.stat().st_uid
     if owner != os.getuid():  # restore refuses it too: it is not this user's to delete
         raise ForkpointError(f"session {name!r} belongs to another user (uid {owner}); it is left as it is.")
+    if leftovers.in_use(folder):
+        raise ForkpointError(f"session {name!r} is in use: a forkpoint has it restored; quit that one first.")
     shutil.rmtree(folder)
