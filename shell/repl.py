@@ -18,6 +18,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.lexers import PygmentsLexer
 from pygments.lexers.python import PythonLexer
 
@@ -97,6 +98,17 @@ def _key_bindings() -> KeyBindings:
             return
         buf.insert_text("\n" + next_indent(doc.current_line_before_cursor))
 
+    @kb.add(Keys.Vt100MouseEvent)
+    def _mouse(event: KeyPressEvent) -> None:
+        """The shell asks for no mouse reports, so what parses as one was typed (a raw
+        ``ESC[31m``): ignored, where prompt_toolkit's own handler would fail on it."""
+
+    @kb.add("c-z")
+    def _suspend(event: KeyPressEvent) -> None:
+        """Ctrl-Z suspends the shell as other shells do (fg brings it back); the head and the
+        checkpoints stop with it or, parked in groups of their own, simply wait."""
+        event.app.suspend_to_background()
+
     @kb.add("tab")
     def _tab(event: KeyPressEvent) -> None:
         buf = event.current_buffer
@@ -119,6 +131,22 @@ def _history() -> History:
         return FileHistory(path)
     except OSError:
         return InMemoryHistory()
+
+
+def _is_command(text: str) -> bool:
+    """In post-mortem, ``up`` or ``rewind 3`` is a command, but ``where = 3`` or ``up(1)`` is
+    Python: a line is a command when it is the word alone, or the word with arguments that
+    make no Python."""
+    words = text.split()
+    if not words or words[0] not in POSTMORTEM_WORDS:
+        return False
+    if len(words) == 1:
+        return True
+    try:
+        compile(text, "<post-mortem>", "exec")
+    except SyntaxError:
+        return True
+    return False
 
 
 class Shell:
@@ -164,6 +192,9 @@ class Shell:
                 continue
             except EOFError:
                 return 0
+            except Exception as exc:  # the line editor met what it could not take
+                self.render.line(internal_error_text(exc, errlog.record(exc, "reading an input")), "error")
+                continue
             try:
                 code = self.handle(text)
             except Quit as stop:
@@ -190,7 +221,7 @@ class Shell:
             dispatch(self, text)
             return None
         if self.postmortem:
-            if text.split()[0] in POSTMORTEM_WORDS:
+            if _is_command(text):
                 dispatch(self, ":" + text.strip())
                 return None
             ok, error = self.controller.pm_exec(text, self.frame)

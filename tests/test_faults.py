@@ -347,3 +347,48 @@ def test_a_session_in_use_or_renamed_says_so_at_once(tmp_path: Path, isolated: s
     assert moved.returncode == 2 and "was saved as 's'" in moved.stderr, moved.stderr
     (store.sessions_dir() / "renamed").rename(store.sessions_dir() / "s")
     assert command(tmp_path, isolated, FORKPOINT, "rm", "s").returncode == 0
+
+
+def test_a_bare_fork_in_an_input_leaves_one_head(tmp_path: Path, isolated: str) -> None:
+    """The child of a bare os.fork() in an input ends with that input (it does not answer the
+    next ones in turn with the head), and the head's death is still seen."""
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.run("import os; p = os.fork()")
+        answers = [t.run("p != 0").strip() for _ in range(6)]
+        assert answers == ["True"] * 6, answers  # always the head: the child is gone
+        t.run("q = os.fork()\nif q == 0: print('child ran', flush=True)")
+        assert t.run("q != 0").strip() == "True"
+        assert "child ran" in t.text()
+    finally:
+        t.close()
+
+
+def test_shell_input_a_raw_escape_ctrl_z_and_names_like_commands(tmp_path: Path, isolated: str) -> None:
+    """A typed ESC[31m is ignored (no line-editor traceback); Ctrl-Z inserts nothing (it
+    suspends the shell as other shells do); in post-mortem `where = 3` is Python."""
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.child.send("x = 1\x1b[31m\r")
+        t.wait_prompt()
+        assert t.run("x").strip() == "1" and "Traceback" not in t.text()
+        # Ctrl-Z sends SIGTSTP to the shell's group (under pexpect, an orphaned group, which
+        # the kernel does not stop: a login shell's job would be); nothing is typed into the line.
+        t.child.send("\x1a")
+        t.wait_prompt()  # drawn again after the suspension
+        assert t.run("x + 1").strip() == "2"
+        assert "\x1a" not in t.text()
+    finally:
+        t.close()
+    script = tmp_path / "s.py"
+    script.write_text("def f(up):\n    raise ValueError(up)\nf(1)\n")
+    t = Terminal(["run", str(script)], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.run("where = 3")
+        assert t.run("print(where, up)").strip() == "3 1"  # Python, in the failing frame
+        assert "s.py" in t.run("where")  # the word alone is still the command
+    finally:
+        t.close()

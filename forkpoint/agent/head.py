@@ -16,7 +16,7 @@ import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from forkpoint.agent import namespace, runner, snapshot
+from forkpoint.agent import forks, namespace, runner, snapshot
 from forkpoint.protocol import Message
 
 __all__ = ["main", "run_input", "stop_at_failure"]
@@ -86,6 +86,15 @@ def run_input(code: str, filename: str) -> tuple[str, str | None, int | None]:
 
 def run_code(code: Any, ns: dict[str, Any]) -> tuple[str, str | None, int | None]:
     """Run user code; errors become (status, traceback) data, never forkpoint exceptions."""
+    try:
+        return _run_code(code, ns)
+    finally:
+        if forks.is_users_child():  # the user's code forked and this child came back here
+            _flush_stdio()
+            os._exit(0)
+
+
+def _run_code(code: Any, ns: dict[str, Any]) -> tuple[str, str | None, int | None]:
     try:
         exec(code, ns)
     except SystemExit as exc:

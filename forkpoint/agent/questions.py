@@ -17,7 +17,7 @@ import select
 import signal
 import sys
 
-from forkpoint.agent import namespace
+from forkpoint.agent import forks, namespace
 from forkpoint.channel import Channel
 from forkpoint.protocol import Message, encode
 
@@ -29,7 +29,7 @@ EOF_MESSAGE: Message = {"op": "exit"}  # what the controller going away reads as
 def probe(ch: Channel, ask: int | None) -> Message | None:
     """Answer a ``probe`` from a fork; the question that came meanwhile, if one did."""
     out, into = os.pipe()
-    pid = os.fork()
+    pid = forks.fork()
     if pid == 0:
         try:
             os.close(out)

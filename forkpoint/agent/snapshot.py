@@ -1,4 +1,4 @@
-"""Checkpoints as forked children: take, park, rewind. The only caller of ``os.fork``.
+"""Checkpoints as forked children: take, park, rewind (each fork through ``forks.fork``).
 
 A checkpoint is ``fork()``: the parent goes on as the head, the child parks on its own
 connection to the controller. Asked to, a parked child forks again and that fork becomes the
@@ -38,7 +38,7 @@ from typing import Any
 
 # Imported up front, not when first needed: a restored process may find the path it was
 # imported from gone (another interpreter imports forkpoint from the controller's runtime dir).
-from forkpoint.agent import process_state, questions, saved_tree
+from forkpoint.agent import forks, process_state, questions, saved_tree
 from forkpoint.agent import rng as rng_at_fork
 from forkpoint.channel import Channel, connect
 from forkpoint.protocol import HEADER, PROTOCOL_VERSION, Message
@@ -90,6 +90,7 @@ def activate(socket_path: str, controller_pid: int) -> None:
     global _link
     ch = connect(socket_path)
     _link = _Link(socket_path, controller_pid, ch)
+    forks.watch_connection(ch.fileno())
     arm()
     ch.send(_hello("head", None))
 
@@ -180,9 +181,9 @@ def take(
         with warnings.catch_warnings():
             # 3.12+ warns on every fork with threads alive; _warn_threads said it once instead.
             warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+            pid = forks.fork()
     else:
-        pid = os.fork()
+        pid = forks.fork()
     if pid:
         seen = pid if told is None else saved_tree.read_pid(told)
         body = b'{"op":"taken","pid":%d,%s' % (seen, tail)
@@ -289,7 +290,7 @@ def _fork_candidate(ch: Channel, attach: str, secret: str, ask: int | None) -> C
     itself: when the init of a PID namespace exits, every process in it is killed, and a head
     is killed at every rewind."""
     pipe = os.pipe()
-    middle = os.fork()
+    middle = forks.fork()
     if middle:
         try:
             pid = saved_tree.read_pid(pipe)
@@ -302,14 +303,14 @@ def _fork_candidate(ch: Channel, attach: str, secret: str, ask: int | None) -> C
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.unshare(_CLONE_NEWPID) != 0:
             os._exit(1)
-        init = os.fork()
+        init = forks.fork()
         if init:
             os.close(pipe[1])
             os.waitpid(init, 0)
             os._exit(0)
         os.setsid()
         detached = os.pipe()
-        if os.fork() == 0:
+        if forks.fork() == 0:
             os.close(pipe[1])
             os.close(detached[0])
             saved_tree.detach(ch)
@@ -358,12 +359,12 @@ def _fork_head(ch: Channel, fg_pgid: int, saved: _Saved) -> bool:
     origin = self_pid()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        middle = os.fork()
+        middle = forks.fork()
         if middle:
             if not _restored:
                 _wait(middle)
             return False
-        if not _restored and os.fork():
+        if not _restored and forks.fork():
             os._exit(0)
     _become_head(ch, fg_pgid, saved, origin)
     return True
@@ -386,6 +387,7 @@ def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
         sys.modules["random"].setstate(saved.rng)
     new = connect(_link.socket_path)
     _link.channel = new
+    forks.watch_connection(new.fileno())
     hello = _hello("head", origin)
     if rewound or kept:
         hello["files"] = {"rewound": rewound, "kept": kept}  # told with the hello: nothing waits
