@@ -392,3 +392,25 @@ def test_shell_input_a_raw_escape_ctrl_z_and_names_like_commands(tmp_path: Path,
         assert "s.py" in t.run("where")  # the word alone is still the command
     finally:
         t.close()
+
+
+def test_pools_made_before_a_checkpoint_never_hang_after_a_rewind(tmp_path: Path, isolated: str) -> None:
+    """A rewound head has none of the threads its pools had: a ThreadPoolExecutor starts new
+    workers and works; a multiprocessing pool or a ProcessPoolExecutor says why it cannot."""
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.run(
+            "import multiprocessing, concurrent.futures as cf; from multiprocessing.pool import ThreadPool; "
+            "p = ThreadPool(2); q = multiprocessing.Pool(2); e = cf.ThreadPoolExecutor(2); "
+            "x = cf.ProcessPoolExecutor(2); list(e.map(abs, [-1])), x.submit(abs, -1).result()"
+        )
+        t.run("y = 1")
+        assert "rewound to [1]" in t.run(":rewind 1")
+        assert t.run("list(e.map(abs, [-1, 2]))", timeout=10).splitlines()[0] == "[1, 2]"
+        for pool in ("p.map(abs, [-1])", "q.map(abs, [-1])", "x.submit(abs, -1).result()"):
+            said = t.run(pool, timeout=10)
+            assert "was made before the checkpoint this process was rewound to" in said, said
+        assert t.run("ThreadPool(2).map(abs, [-5])", timeout=10).strip() == "[5]"
+    finally:
+        t.close()

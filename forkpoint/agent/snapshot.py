@@ -38,7 +38,7 @@ from typing import Any
 
 # Imported up front, not when first needed: a restored process may find the path it was
 # imported from gone (another interpreter imports forkpoint from the controller's runtime dir).
-from forkpoint.agent import forks, process_state, questions, saved_tree
+from forkpoint.agent import forks, lost_threads, process_state, questions, saved_tree
 from forkpoint.agent import rng as rng_at_fork
 from forkpoint.channel import Channel, connect
 from forkpoint.protocol import HEADER, PROTOCOL_VERSION, Message
@@ -388,6 +388,7 @@ def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
     new = connect(_link.socket_path)
     _link.channel = new
     forks.watch_connection(new.fileno())
+    lost_threads.guard()  # pools made before the checkpoint lost their threads with the fork
     hello = _hello("head", origin)
     if rewound or kept:
         hello["files"] = {"rewound": rewound, "kept": kept}  # told with the hello: nothing waits
