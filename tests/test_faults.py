@@ -414,3 +414,19 @@ def test_pools_made_before_a_checkpoint_never_hang_after_a_rewind(tmp_path: Path
         assert t.run("ThreadPool(2).map(abs, [-5])", timeout=10).strip() == "[5]"
     finally:
         t.close()
+
+
+@pytest.mark.criu
+def test_a_network_socket_at_save_is_named_not_cryptic(tmp_path: Path, isolated: str) -> None:
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.run("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0))")
+        port = t.run("s.getsockname()[1]").strip()
+        said = t.run(":save net", timeout=60)
+        assert f"has a network socket open (UDP 127.0.0.1:{port}), which CRIU cannot save." in said, said
+        assert "sock.close()" in said
+        t.run("s.close()")
+        assert 'as "net"' in t.run(":save net", timeout=60)
+    finally:
+        t.close()

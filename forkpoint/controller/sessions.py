@@ -101,6 +101,8 @@ class SessionKeeper:
             raise ForkpointError(
                 f"session {name!r} is in use (a forkpoint has it restored); it cannot be replaced now."
             )
+        for node in nodes:
+            _refuse_network_sockets(node)
         attach = str(final / "attach.json")
         with store.build(name) as folder:
             previous: tuple[Path, dict[str, pages.Index]] | None = None
@@ -211,3 +213,25 @@ class _Progress:
     def __call__(self) -> None:
         self._where = replace(self._where, written=max(self._where.written, written(self._images)))
         self._progress(self._where)
+
+
+def _refuse_network_sockets(node: Checkpoint) -> None:
+    """CRIU cannot save an open TCP or UDP socket (it fails deep inside, in its own words:
+    "sockets: Can't get 1:16 opt"); say which one, and what to do, before it starts."""
+    import psutil
+
+    try:
+        sockets = psutil.Process(node.pid).net_connections(kind="inet")
+    except psutil.Error:
+        return
+    if not sockets:
+        return
+    first = sockets[0]
+    kind = "TCP" if first.type == socket.SOCK_STREAM else "UDP"
+    local = f"{first.laddr.ip}:{first.laddr.port}" if first.laddr else "?"
+    remote = f" to {first.raddr.ip}:{first.raddr.port}" if first.raddr else ""
+    more = f" (and {len(sockets) - 1} more)" if len(sockets) > 1 else ""
+    raise ForkpointError(
+        f"[{node.id}] has a network socket open ({kind} {local}{remote}){more}, which CRIU cannot save.",
+        "close it in the program (sock.close()), take a checkpoint, and save that one",
+    )
