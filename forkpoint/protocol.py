@@ -72,6 +72,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "exit_code": _OPT_INT,
     },
     "completions": {"items": (list,)},
+    "written": {"paths": (list,)},  # reply: files the head opened for writing since ``since``
     "value": {"ok": (bool,), "text": _STR},
     "summary": {"names": (dict,), "ask": _INT},
     # controller -> agent
@@ -94,6 +95,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},
     "probe": {"ask": _INT},  # ask: the question's number, which its answer repeats
+    "files_written": {"since": (int, float)},  # which files the head opened for writing since then
     "save": {"attach": _STR, "secret": _STR, "ask": _INT},
     "noted": {},
     "exit": {},

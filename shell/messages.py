@@ -4,6 +4,7 @@ commands and flags, which the engine never names)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -48,6 +49,7 @@ NOTICES = (
     ev.HeadNotice,
     ev.ConnectionRefused,
     ev.RuntimeDirRefused,
+    ev.FilesNotRewound,
     ev.ResumeBlocked,
     ev.LineSiteGone,
     ev.OldCallsRan,
@@ -63,10 +65,14 @@ def hint(exc: ForkpointError) -> str | None:
 
 def internal_error_text(exc: BaseException, log: str | None, goes_on: bool = True) -> str:
     """One sentence for a bug of forkpoint's met while running a command (in a shell whose
-    session ``goes_on``, or a command that ends)."""
+    session ``goes_on``, or a command that ends); a full disk is no bug, and is said as such."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        then = " The session goes on." if goes_on else ""
+        return f"forkpoint: no space left on the disk{where}; free some and try again.{then}"
     what = f"{type(exc).__name__}: {exc}"[:300]
     where = f"; the details are in {log}" if log else ""
-    then = " The session goes on;" if goes_on else ""
+    then = " The session goes on." if goes_on else ""
     return f"forkpoint: internal error ({what}){where}.{then} Please report it."
 
 
@@ -119,6 +125,10 @@ def event_text(event: ev.Event) -> str:
             return f"the head {death_text(death)}; rewound to [{rewound_to}]"
         case ev.InterruptIgnored():
             return "the input does not stop; press Ctrl-C again to kill the head and roll back"
+        case ev.FilesNotRewound(checkpoint, paths):
+            verb = "was" if len(paths) == 1 else "were"
+            since = f"written since [{checkpoint}]"
+            return f"{_files(paths)} {verb} {since}: a rewind puts memory back, not files"
         case ev.RuntimeDirRefused(refused, instead):
             return f"{refused} is not this user's private dir; using {instead} instead."
         case ev.ConnectionRefused(uid, pid):

@@ -4,6 +4,7 @@ thing and the session goes on, its checkpoints all there."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -430,3 +431,54 @@ def test_a_network_socket_at_save_is_named_not_cryptic(tmp_path: Path, isolated:
         assert 'as "net"' in t.run(":save net", timeout=60)
     finally:
         t.close()
+
+
+def test_a_rewind_names_the_files_written_since(tmp_path: Path, isolated: str) -> None:
+    t = Terminal(["shell"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        t.run("x = 1")  # [1]
+        t.run("open('out.txt', 'w').write('after [1]')")
+        t.run("import os; os.close(os.open('raw.bin', os.O_WRONLY | os.O_CREAT))")
+        t.run("open('out.txt').read()")  # read only: not named
+        said = t.run(":rewind 1")
+        assert "rewound to [1]" in said
+        expected = (
+            f"files {tmp_path}/out.txt, {tmp_path}/raw.bin were written since [1]: a rewind puts memory back"
+        )
+        assert expected in said, said
+        assert "written since" not in t.run(":rewind 1")  # nothing written since
+    finally:
+        t.close()
+
+
+@pytest.mark.criu
+def test_a_restore_with_the_disk_full_is_one_sentence(
+    tmp_path: Path, isolated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store on a 20 MB tmpfs holding a saved session and then filled: restore says the
+    disk is full, in one sentence (it was an ENOSPC traceback)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(small)], check=True)
+    try:
+        monkeypatch.setenv("XDG_DATA_HOME", str(small))
+        with Controller() as c:
+            c.execute("z = 1")
+            c.save("s")
+        with open(small / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * (1 << 20))
+        env = {**env_for(tmp_path, isolated), "XDG_DATA_HOME": str(small)}
+        done = subprocess.run(
+            [FORKPOINT, "restore", "s"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert "no space left on the disk" in done.stderr, done.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

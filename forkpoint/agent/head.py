@@ -16,7 +16,7 @@ import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from forkpoint.agent import forks, namespace, runner, snapshot
+from forkpoint.agent import forks, namespace, opened, runner, snapshot
 from forkpoint.protocol import Message
 
 __all__ = ["main", "run_input", "stop_at_failure"]
@@ -27,6 +27,7 @@ def main() -> None:
     path = os.environ.pop("FORKPOINT_SOCKET")
     controller = int(os.environ.pop("FORKPOINT_CONTROLLER"))
     _fresh_main()
+    opened.install()
     snapshot.activate(path, controller)
     serve()
 
@@ -287,7 +288,12 @@ def _on_frame(msg: Message) -> None:
     snapshot.channel().send({"op": "value", "ok": True, "text": "".join(traceback.format_list([summary]))})
 
 
+def _on_written(msg: Message) -> None:
+    snapshot.channel().send({"op": "written", "paths": opened.since(float(msg["since"]))[:200]})
+
+
 _HANDLERS: dict[str, Callable[[Message], None]] = {
+    "files_written": _on_written,
     "run": _on_run,
     "pm_exec": _on_pm_exec,
     "frame": _on_frame,

@@ -27,7 +27,7 @@ from forkpoint import leftovers, paths
 from forkpoint.channel import private_dir
 from forkpoint.controller import memory
 from forkpoint.controller.driver import Driver, HeadState
-from forkpoint.controller.events import Event, Outbox, RuntimeDirRefused
+from forkpoint.controller.events import Event, FilesNotRewound, Outbox, RuntimeDirRefused
 from forkpoint.controller.head import HeadLink
 from forkpoint.controller.hub import Hub
 from forkpoint.controller.output import OutputPipes
@@ -51,7 +51,7 @@ from forkpoint.errors import ForkpointError, Reason
 from forkpoint.persist import store
 from forkpoint.persist.criu import TICK
 from forkpoint.protocol import Message
-from forkpoint.tree import CheckpointView, TreeView
+from forkpoint.tree import Checkpoint, CheckpointView, TreeView
 
 MAX_LABEL = 80  # characters: a label is shown in listings and hints
 
@@ -264,9 +264,26 @@ class Controller:
         before = position.checkpoint if position.state is HeadState.IDLE else None
         # A script's head stays at the checkpoint (status paused) until resume.
         pause = {"pause": True} if self.script is not None and node.site is not None else None
+        written = self._written_since(node) if before is not None else []
         continued = self._driver.replace_head(node, resume=pause)
+        if written:
+            self._outbox.emit(FilesNotRewound(node.id, tuple(written)))
         position.remember(before)
         return Rewound(node.id, continued)
+
+    def _written_since(self, node: Checkpoint) -> list[str]:
+        """Files the head opened for writing since the branch it is on parted from ``node``'s:
+        a rewind does not undo them. Asked of the idle head before it is replaced."""
+        tree = self._pool.tree
+        mine = set(tree.ancestors(self.current))
+        parted = next((n for n in tree.chain(node.id) if n.id in mine), node)
+        try:
+            reply = self._driver.request(
+                {"op": "files_written", "since": parted.created}, "written", timeout=5
+            )
+        except ForkpointError:
+            return []
+        return [str(p) for p in reply["paths"]] if reply is not None else []
 
     def undo(self) -> Rewound:
         """Go back to where the head was before the last input or rewind."""

@@ -20,6 +20,7 @@ __all__ = [
     "CodeSwapped",
     "ConnectionRefused",
     "RuntimeDirRefused",
+    "FilesNotRewound",
     "CudaInUse",
     "Event",
     "Evicted",
@@ -82,6 +83,15 @@ class ConnectionRefused:
 
     uid: int
     pid: int
+
+
+@dataclass(frozen=True)
+class FilesNotRewound:
+    """A rewind to ``checkpoint`` put memory back, but these files, opened for writing since
+    the branch parted from it, stay as they are on disk."""
+
+    checkpoint: int
+    paths: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -190,6 +200,7 @@ Event = (
     | InterruptIgnored
     | ConnectionRefused
     | RuntimeDirRefused
+    | FilesNotRewound
     | CodeSwapped
     | ThreadsLeftOut
     | CudaInUse

@@ -34,7 +34,7 @@ from forkpoint.tree import Checkpoint, CheckpointState
 
 __all__ = ["HeadLink"]
 
-REPLIES = ("result", "completions", "value")
+REPLIES = ("result", "completions", "value", "written")
 
 
 def notice_event(msg: Message) -> Event:
