@@ -26,31 +26,37 @@ _RUNTIME = re.compile(r"^(\d+)-")  # a controller's runtime dir: PID-random
 _PARTIAL = re.compile(r"^\.(.+)\.(saving|old)-(\d+)$")
 
 
-def hold(folder: Path | str) -> int:
-    """Lock ``folder`` for this process's life; the fd (close-on-exec, so no child holds it)."""
-    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
-def share(folder: Path | str) -> int | None:
-    """A shared hold on ``folder`` (a session restored by this controller: others may restore it
-    too), or None while someone holds it exclusively (removes it, or saves over it)."""
-    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+def _lock(path: Path | str, how: int) -> int | None:
+    """The fd of ``path`` (made if need be, close-on-exec so no child holds it) locked ``how``;
+    None when a non-blocking lock is held elsewhere."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, how)
     except BlockingIOError:
         os.close(fd)
         return None
     return fd
 
 
+def hold(folder: Path | str) -> int:
+    """Lock ``folder`` for this process's life (waiting for another holder, if any)."""
+    fd = _lock(os.path.join(folder, LOCK), fcntl.LOCK_EX)
+    assert fd is not None
+    return fd
+
+
+def share(folder: Path | str) -> int | None:
+    """A shared hold on ``folder`` (a session restored by this controller: others may restore it
+    too), or None while someone holds it exclusively (removes it, or saves over it)."""
+    return _lock(os.path.join(folder, LOCK), fcntl.LOCK_SH | fcntl.LOCK_NB)
+
+
 @contextlib.contextmanager
 def exclusive(path: Path | str) -> Iterator[None]:
     """One process at a time in the block, across processes (waits for the others)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fd = _lock(path, fcntl.LOCK_EX)
+    assert fd is not None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -62,14 +68,8 @@ def try_hold(folder: Path | str) -> int | None:
 
 
 def try_lock(path: Path | str) -> int | None:
-    """An exclusive lock on the file ``path`` (made if need be), or None if it is held."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    """An exclusive lock on the file ``path``, or None if it is held."""
+    return _lock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def in_use(folder: Path | str) -> bool:

@@ -7,12 +7,13 @@ back at a checkpoint after a failed input is a *roll-back*, a fork.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,66 +67,60 @@ class SessionKeeper:
         """Dump ``nodes`` (oldest first, unchanged pages shared with the one before) as
         session ``name``; built hidden and renamed into place, so it is whole or absent. One
         save of a name at a time, and never over a session a forkpoint has restored."""
-        locks = private_dir(os.path.join(paths.runtime_root(), "save-locks"))  # not in the store: no litter
+        with self._one_save_of(name):
+            criu = find_criu()
+            require_privileges("saving a session")
+            started = time.monotonic()
+            secret = secrets.token_hex(16)
+            latest = max(n.id for n in nodes)
+            every = sorted(self._pool.tree.nodes.values(), key=lambda n: n.id)
+            tree = [n.to_meta() for n in every if n.id <= latest]
+            session = store.Session(name, time.time(), source, latest, len(nodes), tree=tree, secret=secret)
+            session.kept, session.script = [n.id for n in nodes], script
+            final = store.sessions_dir() / store.check_name(name)
+            if leftovers.in_use(final):
+                raise ForkpointError(
+                    f"session {name!r} is in use (a forkpoint has it restored); it cannot be replaced now."
+                )
+            for node in nodes:
+                _refuse_network_sockets(node)
+            attach = str(final / "attach.json")
+            with store.build(name) as folder:
+                previous: tuple[Path, dict[str, pages.Index]] | None = None
+                for index, node in enumerate(sorted(nodes, key=lambda n: n.id), 1):
+                    images = folder / "images" / str(node.id)
+                    images.mkdir(mode=0o700, parents=True)
+                    candidate = self._candidate(node, attach, f"{secret}-{node.id}")
+                    tick = None
+                    if progress is not None:
+                        resident = memory.measure(node.pid)  # what the candidate, its fork, holds
+                        expected = resident.rss if resident else 0
+                        where = SaveProgress(node.id, index, len(nodes), 0, expected)
+                        tick = _Progress(progress, where, images)
+                    try:
+                        dump(criu, candidate, str(images), self.rundir or str(folder), tick, progress_every)
+                    finally:
+                        self._supervisor.kill(candidate)
+                    pages.mark_lazy(images)
+                    previous = (images, pages.share_or_index(images, previous))
+                session.images = store.manifest(folder / "images")
+                store.write_meta(folder, session)
+            size = store.size_of(store.sessions_dir() / name)
+            return Saved(name, latest, size, time.monotonic() - started)
+
+    @contextlib.contextmanager
+    def _one_save_of(self, name: str) -> Iterator[None]:
+        """One save of a name at a time, across forkpoints (its lock is kept out of the store)."""
+        locks = private_dir(os.path.join(paths.runtime_root(), "save-locks"))
         guard = leftovers.try_lock(os.path.join(locks, f"{store.check_name(name)}.lock"))
         if guard is None:
             raise ForkpointError(
                 f"session {name!r} is being saved by another forkpoint; try again when it is done."
             )
         try:
-            return self._save(name, nodes, source, script, progress, progress_every)
+            yield
         finally:
             os.close(guard)
-
-    def _save(
-        self,
-        name: str,
-        nodes: list[Checkpoint],
-        source: str,
-        script: dict[str, object] | None,
-        progress: Callable[[SaveProgress], None] | None,
-        progress_every: float,
-    ) -> Saved:
-        criu = find_criu()
-        require_privileges("saving a session")
-        started = time.monotonic()
-        secret = secrets.token_hex(16)
-        latest = max(n.id for n in nodes)
-        tree = [
-            n.to_meta() for n in sorted(self._pool.tree.nodes.values(), key=lambda n: n.id) if n.id <= latest
-        ]
-        session = store.Session(name, time.time(), source, latest, len(nodes), tree=tree, secret=secret)
-        session.kept, session.script = [n.id for n in nodes], script
-        final = store.sessions_dir() / store.check_name(name)
-        if leftovers.in_use(final):
-            raise ForkpointError(
-                f"session {name!r} is in use (a forkpoint has it restored); it cannot be replaced now."
-            )
-        for node in nodes:
-            _refuse_network_sockets(node)
-        attach = str(final / "attach.json")
-        with store.build(name) as folder:
-            previous: tuple[Path, dict[str, pages.Index]] | None = None
-            for index, node in enumerate(sorted(nodes, key=lambda n: n.id), 1):
-                images = folder / "images" / str(node.id)
-                images.mkdir(mode=0o700, parents=True)
-                candidate = self._candidate(node, attach, f"{secret}-{node.id}")
-                tick = None
-                if progress is not None:
-                    resident = memory.measure(node.pid)  # what the candidate, its fork, holds
-                    expected = resident.rss if resident else 0
-                    where = SaveProgress(node.id, index, len(nodes), 0, expected)
-                    tick = _Progress(progress, where, images)
-                try:
-                    dump(criu, candidate, str(images), self.rundir or str(folder), tick, progress_every)
-                finally:
-                    self._supervisor.kill(candidate)
-                pages.mark_lazy(images)
-                previous = (images, pages.share_or_index(images, previous))
-            session.images = store.manifest(folder / "images")
-            store.write_meta(folder, session)
-        size = store.size_of(store.sessions_dir() / name)
-        return Saved(name, latest, size, time.monotonic() - started)
 
     def _candidate(self, node: Checkpoint, attach: str, secret: str) -> int:
         """Have ``node`` fork the process tree CRIU dumps (its own PID namespace)."""

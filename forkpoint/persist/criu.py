@@ -175,13 +175,19 @@ def _within_deadline(
     ``every`` seconds meanwhile (SIGALRM for both: the controller is single-threaded, and a
     thread would make pycriu's fork unsafe; Python runs the handler while pycriu waits)."""
     end = time.monotonic() + DEADLINE
+    ticking = False
 
     def alarm(signum: int, frame: object) -> None:
+        nonlocal ticking
         if time.monotonic() >= end:
             raise TimeoutError
-        if tick is not None:
-            with contextlib.suppress(Exception):  # a progress line must never stop a save
-                tick()
+        if tick is not None and not ticking:  # never re-entered: a tick may outlast the period,
+            ticking = True  # and an outer tick would then tell an older figure after a newer one
+            try:
+                with contextlib.suppress(Exception):  # a progress line must never stop a save
+                    tick()
+            finally:
+                ticking = False
 
     previous = signal.signal(signal.SIGALRM, alarm)
     every = every if tick is not None else DEADLINE
