@@ -151,6 +151,7 @@ class Controller:
         socket_path = self._hub.open(self._rundir)
         if self._restore is not None:
             session = self._sessions.open(self._restore)
+            self._driver.before_use = self._sessions.verified
             self._driver.position.settle(HeadState.IDLE, session.checkpoint)
             if session.script is None:
                 self._driver.replace_head(self._pool.tree[session.checkpoint])
@@ -259,6 +260,7 @@ class Controller:
 
     def rewind(self, ref: str | int) -> Rewound:
         """Replace the head with a fork of checkpoint ``ref`` (id, -N or label)."""
+        self._sessions.verified()
         position = self._driver.position
         node = self._pool.tree.resolve(str(ref), position.current)
         before = position.checkpoint if position.state is HeadState.IDLE else None
@@ -287,6 +289,7 @@ class Controller:
 
     def undo(self) -> Rewound:
         """Go back to where the head was before the last input or rewind."""
+        self._sessions.verified()
         history = self._driver.position.history
         while history:
             node = self._pool.tree[history.pop()]
@@ -310,6 +313,7 @@ class Controller:
         return changes_between(self._summary(a), self._summary(b))
 
     def _summary(self, ref: str | int) -> dict[str, dict[str, str]]:
+        self._sessions.verified()
         node = self._pool.tree.resolve(str(ref), self.current)
         reply = self._pool.ask(node, {"op": "probe"}, "summary")
         return {str(k): v for k, v in reply["names"].items() if isinstance(v, dict)}
@@ -342,6 +346,7 @@ class Controller:
         return self._scripts.ended()
 
     def resume(self, ref: str | None = None) -> Resumed:
+        self._sessions.verified()
         return self._scripts.resume(ref)
 
     def pm_exec(self, code: str, frame: int) -> tuple[bool, str]:

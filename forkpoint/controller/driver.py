@@ -84,6 +84,8 @@ class Driver:
         self._outbox = outbox
         self._is_script = is_script
         self._interrupts = Interrupts()
+        # Run before the head is used (a restored session's check behind a lazy restore).
+        self.before_use: Callable[[], None] = lambda: None
         self._inputs = 0
 
     def _emit(self, event: Event) -> None:
@@ -211,6 +213,7 @@ class Driver:
 
     def require_head(self) -> HeadLink:
         """The live head; one that died between inputs is replaced (and said so)."""
+        self.before_use()
         if not self.head.present:
             if self.head.pid is not None:
                 death = self.head.bury()

@@ -8,9 +8,12 @@ back at a checkpoint after a failed input is a *roll-back*, a fork.)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +53,7 @@ class SessionKeeper:
         self._stdio = stdio  # the fds a restored process gets as 0, 1, 2
         self._lazy = lazy  # restore with lazy pages (userfaultfd): ready at once, memory follows
         self.held: int | None = None  # the lock on the session this controller restored from
+        self._verifier: _Verifier | None = None  # the pages' check behind a lazy restore
         self._stored: tuple[Path, str] | None = None  # the restored session's dir and secret
         self.rundir = ""
 
@@ -67,6 +71,7 @@ class SessionKeeper:
         """Dump ``nodes`` (oldest first, unchanged pages shared with the one before) as
         session ``name``; built hidden and renamed into place, so it is whole or absent. One
         save of a name at a time, and never over a session a forkpoint has restored."""
+        self.verified()
         with self._one_save_of(name):
             criu = find_criu()
             require_privileges("saving a session")
@@ -150,7 +155,9 @@ class SessionKeeper:
                 f"session {name!r} is being removed or replaced; try again when that is done."
             )
         self.held = held  # for this controller's life: no rm of it, no save over it, while in use
-        store.check_images(name, folder / "images", session.images)
+        deferred = store.check_images(name, folder / "images", session.images, defer_pages=self._lazy)
+        if deferred:
+            self._verifier = _Verifier(name, folder / "images", deferred)
         find_criu()
         require_privileges("restoring a session")
         on_disk = CheckpointState.LAZY_ON_DISK if self._lazy else CheckpointState.ON_DISK
@@ -161,7 +168,15 @@ class SessionKeeper:
         self._pool.bring_back = self.bring_back
         return session
 
+    def verified(self) -> None:
+        """Before the restored session is first used: its pages were what was saved, or a
+        sentence saying they were not (each time it is asked: the session is not used)."""
+        if self._verifier is not None:
+            self._verifier.wait()
+
     def close(self) -> None:
+        if self._verifier is not None:
+            self._verifier.stop()
         if self.held is not None:
             os.close(self.held)
             self.held = None
@@ -230,3 +245,41 @@ def _refuse_network_sockets(node: Checkpoint) -> None:
         f"[{node.id}] has a network socket open ({kind} {local}{remote}){more}, which CRIU cannot save.",
         "close it in the program (sock.close()), take a checkpoint, and save that one",
     )
+
+
+class _Verifier:
+    """The check of a lazily restored session's pages files, in a process of its own."""
+
+    def __init__(self, name: str, images: Path, files: list[tuple[str, str]]) -> None:
+        self._name, self._images = name, images
+        self._failure: str | None = None
+        self._process: subprocess.Popen[str] | None = subprocess.Popen(
+            [sys.executable, "-m", "forkpoint.persist.verify"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(files))
+        self._process.stdin.close()
+        self._process.stdin = None  # written whole: communicate() has only stdout to read
+
+    def wait(self) -> None:
+        if self._process is not None:
+            process, self._process = self._process, None
+            answer, _ = process.communicate()
+            try:
+                bad = json.loads(answer)["bad"]
+            except (ValueError, KeyError, TypeError):
+                bad = "?"
+            if bad is not None:
+                shown = Path(bad) if bad != "?" else self._images / "?"
+                self._failure = store.damaged(self._name, self._images, shown)
+        if self._failure is not None:
+            raise ForkpointError(self._failure + " Nothing the restored process holds was used.")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.communicate()
+            self._process = None

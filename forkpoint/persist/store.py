@@ -138,13 +138,13 @@ def manifest(images: Path) -> dict[str, list[Any]]:
     images (0.23 s per GiB from the page cache here), which also warms the cache CRIU reads."""
     found: dict[str, list[Any]] = {}
     for path in sorted(images.rglob("*.img")):
-        found[str(path.relative_to(images))] = [path.stat().st_size, _XXH3 + _content_hash(path)]
+        found[str(path.relative_to(images))] = [path.stat().st_size, _XXH3 + content_hash(path)]
     for link in sorted(images.glob(f"*/{PARENT_LINK}")):
         found[str(link.relative_to(images))] = [LINK, os.readlink(link)]
     return found
 
 
-def _content_hash(path: Path) -> str:
+def content_hash(path: Path) -> str:
     digest = xxhash.xxh3_128()
     chunk = bytearray(8 << 20)
     view = memoryview(chunk)
@@ -154,7 +154,13 @@ def _content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_images(name: str, images: Path, expected: dict[str, list[Any]]) -> None:
+def check_images(
+    name: str, images: Path, expected: dict[str, list[Any]], defer_pages: bool = False
+) -> list[tuple[str, str]]:
+    """Refuse a session whose images are not what was saved. With ``defer_pages`` the pages
+    files' contents are not read here: returned as (path, hash) for a check behind a lazy
+    restore (``verify``), whose point is to be ready before they are read."""
+    deferred = []
     for file, (size, digest) in expected.items():
         path = images / file
         if not _inside(images, path):
@@ -167,13 +173,21 @@ def check_images(name: str, images: Path, expected: dict[str, list[Any]]) -> Non
         if path.stat().st_size != size:
             raise ForkpointError(f"session {name!r} is damaged: images/{file} was truncated or changed.")
         if isinstance(digest, str) and digest.startswith(_XXH3):
-            same = _content_hash(path) == digest[len(_XXH3) :]
+            if defer_pages and path.name.startswith("pages-"):
+                deferred.append((str(path), digest[len(_XXH3) :]))
+                continue
+            same = content_hash(path) == digest[len(_XXH3) :]
         else:
             same = digest is None or hashlib.sha256(path.read_bytes()).hexdigest() == digest
         if not same:
-            raise ForkpointError(
-                f"session {name!r} is damaged: images/{file} is not what was saved (its content changed)."
-            )
+            raise ForkpointError(damaged(name, images, path))
+    return deferred
+
+
+def damaged(name: str, images: Path, path: Path) -> str:
+    """The sentence for an image whose content is not what was saved."""
+    file = path.relative_to(images)
+    return f"session {name!r} is damaged: images/{file} is not what was saved (its content changed)."
 
 
 def _inside(folder: Path, path: Path) -> bool:
