@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 __all__ = ["cache_dir", "data_dir", "runtime_root", "short_temp_dir", "state_dir"]
 
@@ -38,6 +37,8 @@ def runtime_root() -> str:
 
 def short_temp_dir() -> str:
     """The temp dir, or /tmp when its path leaves no room for a socket's below it."""
+    import tempfile  # only here: the head imports this module, and tempfile costs it 11 ms
+
     temp = tempfile.gettempdir()
     return temp if _fits(os.path.join(temp, "forkpoint-4294967295-abcdefgh")) else "/tmp"
 

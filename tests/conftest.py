@@ -8,6 +8,7 @@ process whose /proc/PID/environ holds the marker is a leak.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -80,6 +81,21 @@ def _dirs_left(tmp: Path) -> list[str]:
     if sessions.is_dir():
         left += [str(p) for p in sessions.glob(".*") if ".saving-" in p.name or ".old-" in p.name]
     return left
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The session store on a 20 MB tmpfs of its own (root only), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(small)], check=True)
+    monkeypatch.setenv("XDG_DATA_HOME", str(small))
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 @pytest.fixture

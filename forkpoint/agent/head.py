@@ -16,6 +16,7 @@ import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from forkpoint import paths
 from forkpoint.agent import forks, namespace, opened, runner, snapshot
 from forkpoint.protocol import Message
 
@@ -27,7 +28,7 @@ def main() -> None:
     path = os.environ.pop("FORKPOINT_SOCKET")
     controller = int(os.environ.pop("FORKPOINT_CONTROLLER"))
     _fresh_main()
-    opened.install()
+    opened.install(paths.cache_dir(), os.path.dirname(os.path.dirname(path)))  # the runtime root
     snapshot.activate(path, controller)
     serve()
 

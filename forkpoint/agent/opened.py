@@ -14,21 +14,21 @@ import os
 import sys
 import time
 
-from forkpoint import paths
-
 __all__ = ["install", "since"]
 
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _record: list[tuple[float, str]] = []  # (wall time, absolute path), in order
 _installed = False
-_ours: tuple[str, ...] = ("/dev/", "/proc/")  # and forkpoint's own dirs (the code cache)
+_ours: tuple[str, ...] = ("/dev/", "/proc/")  # and forkpoint's own dirs, given to install()
 
 
-def install() -> None:
+def install(*ours: str) -> None:
+    """Record from now on; writes under the dirs ``ours`` are forkpoint's (the code cache, the
+    runtime dir), not the user's. Nothing is computed in the hook: it runs inside imports."""
     global _installed, _ours
     if not _installed:
         _installed = True
-        _ours = (*_ours, os.path.join(paths.cache_dir(), ""), os.path.join(paths.runtime_root(), ""))
+        _ours = (*_ours, *(os.path.join(d, "") for d in ours))
         sys.addaudithook(_hook)
 
 

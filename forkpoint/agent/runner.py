@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from forkpoint.agent import imports, midcall, snapshot
+from forkpoint.agent import imports, midcall, pytest_env, snapshot
 from forkpoint.agent.functions import call_arguments, code_objects, find_function
 from forkpoint.instrument import lines as sitelines
 from forkpoint.instrument.diff import diff_sources
@@ -134,28 +134,9 @@ def prepare(
     sys.argv = [argv0 or path, *argv]
     imports.install([*roots, *watch], _compile_module)
     if stop_in_tests and (run_module == "pytest.__main__" or os.path.basename(path) in ("pytest", "py.test")):
-        _load_pytest_plugin()
+        pytest_env.load_plugin()
     _remember(path, "__main__", source)
     return compile_script(source, path, sites=_files[path].sites), ns
-
-
-PYTEST_PLUGIN = "forkpoint.agent.under_pytest"
-_pytest_plugins: str | None = None  # PYTEST_PLUGINS as it was before forkpoint's plugin joined
-
-
-def _load_pytest_plugin() -> None:
-    """Have pytest load forkpoint's plugin, through the one door pytest opens to a program
-    whose command line is the user's; put back by ``pytest_read_plugins``."""
-    global _pytest_plugins
-    _pytest_plugins = os.environ.get("PYTEST_PLUGINS")
-    os.environ["PYTEST_PLUGINS"] = ",".join(p for p in (_pytest_plugins, PYTEST_PLUGIN) if p)
-
-
-def pytest_read_plugins() -> None:
-    if _pytest_plugins is None:
-        os.environ.pop("PYTEST_PLUGINS", None)
-    else:
-        os.environ["PYTEST_PLUGINS"] = _pytest_plugins
 
 
 def install_site_functions() -> None:
@@ -176,16 +157,14 @@ def install_site_functions() -> None:
 
 def _compile_module(module: str, path: str, source: str) -> types.CodeType:
     """A user's module being imported: compiled with sites; the controller learns its source."""
-    _remember(path, module, source)
-    _first_calls.append(f"import:{module}")
-    snapshot.channel().send({"op": "module", "name": module, "path": path, "source": source})
+    known_module(path, module, source)
     return compile_module(source, path, sites=_files[path].sites)
 
 
-def known_module(path: str, module: str, source: str, compiler: Compiler) -> None:
-    """A module of the user's that another importer compiled (pytest's, for a test module):
-    its functions can be diffed and swapped like those of any user module, compiled anew by
-    ``compiler``. Its functions have no first-call markers."""
+def known_module(path: str, module: str, source: str, compiler: Compiler | None = None) -> None:
+    """A module of the user's, imported: its functions can be diffed and swapped, and the
+    controller learns its exact source. One that another importer compiled (pytest's, for a
+    test module) comes with its ``compiler``, and its functions have no first-call markers."""
     _remember(path, module, source, compiler)
     _first_calls.append(f"import:{module}")
     snapshot.channel().send({"op": "module", "name": module, "path": path, "source": source})

@@ -29,12 +29,12 @@ from typing import Any
 import pytest
 from _pytest.assertion.rewrite import rewrite_asserts
 
-from forkpoint.agent import head, runner
+from forkpoint.agent import head, pytest_env, runner
 from forkpoint.instrument.rewrite import Sites, compile_module
 
 __all__: list[str] = []
 
-runner.pytest_read_plugins()  # pytest has read PYTEST_PLUGINS: its own subprocesses never see ours
+pytest_env.plugins_read()  # pytest has read PYTEST_PLUGINS: its own subprocesses never see ours
 _known: set[str] = set()  # paths of the modules already made known
 
 

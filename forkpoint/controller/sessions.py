@@ -52,7 +52,7 @@ class SessionKeeper:
         self._supervisor = supervisor
         self._stdio = stdio  # the fds a restored process gets as 0, 1, 2
         self._lazy = lazy  # restore with lazy pages (userfaultfd): ready at once, memory follows
-        self.held: int | None = None  # the lock on the session this controller restored from
+        self._held: int | None = None  # the lock on the session this controller restored from
         self._verifier: _Verifier | None = None  # the pages' check behind a lazy restore
         self._stored: tuple[Path, str] | None = None  # the restored session's dir and secret
         self.rundir = ""
@@ -154,7 +154,7 @@ class SessionKeeper:
             raise ForkpointError(
                 f"session {name!r} is being removed or replaced; try again when that is done."
             )
-        self.held = held  # for this controller's life: no rm of it, no save over it, while in use
+        self._held = held  # for this controller's life: no rm of it, no save over it, while in use
         deferred = store.check_images(name, folder / "images", session.images, defer_pages=self._lazy)
         if deferred:
             self._verifier = _Verifier(name, folder / "images", deferred)
@@ -177,9 +177,9 @@ class SessionKeeper:
     def close(self) -> None:
         if self._verifier is not None:
             self._verifier.stop()
-        if self.held is not None:
-            os.close(self.held)
-            self.held = None
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
 
     def bring_back(self, node: Checkpoint) -> None:
         """Restore a checkpoint of the session this controller started from: CRIU brings it

@@ -161,6 +161,15 @@ def _agent_path(rundir: str) -> str:
     return folder
 
 
+def _agent_env(python: str, rundir: str) -> dict[str, str]:
+    """The environment ``python`` imports the agent in: forkpoint's own interpreter finds it,
+    another one gets the folder of ``_agent_path`` first on its path."""
+    env = dict(os.environ)
+    if os.path.abspath(python) != os.path.abspath(sys.executable):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_agent_path(rundir), env.get("PYTHONPATH")]))
+    return env
+
+
 class Supervisor:
     """Owns the controller's processes: spawning the first head, every kill, wait and reap,
     CRIU's lazy-pages daemons, and the graduated teardown (EOF, wait, SIGKILL, wait)."""
@@ -189,9 +198,8 @@ class Supervisor:
         self, python: str, socket_path: str, rundir: str, stdio: tuple[int, int, int] | None
     ) -> int:
         """Start the first head: ``python -m forkpoint.agent``, told where the controller is."""
-        env = dict(os.environ, FORKPOINT_SOCKET=socket_path, FORKPOINT_CONTROLLER=str(os.getpid()))
-        if os.path.abspath(python) != os.path.abspath(sys.executable):
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_agent_path(rundir), env.get("PYTHONPATH")]))
+        env = _agent_env(python, rundir)
+        env.update(FORKPOINT_SOCKET=socket_path, FORKPOINT_CONTROLLER=str(os.getpid()))
         try:
             return self.spawn([python, "-m", "forkpoint.agent"], env, stdio)
         except OSError as exc:
@@ -201,10 +209,8 @@ class Supervisor:
         """Why ``python`` ran no agent that connected, in one sentence: asked its version, it
         is not a Python, or not one forkpoint supports, or it cannot import forkpoint."""
         probe = "import sys; print('%d.%d' % sys.version_info[:2]); import forkpoint.agent"
-        env = dict(os.environ)
-        if os.path.abspath(python) != os.path.abspath(sys.executable):
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_agent_path(rundir), env.get("PYTHONPATH")]))
         try:
+            env = _agent_env(python, rundir)
             done = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{python} did not answer as a Python interpreter would ({exc})."
