@@ -18,8 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import pexpect
+import psutil
 import pytest
-from terminal import Terminal, command, env_for
+from terminal import FRESH_PROMPT, Terminal, clean, command, env_for
 
 from forkpoint import paths
 from forkpoint.controller import Controller
@@ -385,8 +387,7 @@ def test_shell_input_a_raw_escape_ctrl_z_and_names_like_commands(tmp_path: Path,
         t.child.send("x = 1\x1b[31m\r")
         t.wait_prompt()
         assert t.run("x").strip() == "1" and "Traceback" not in t.text()
-        # Ctrl-Z sends SIGTSTP to the shell's group (under pexpect, an orphaned group, which
-        # the kernel does not stop: a login shell's job would be); nothing is typed into the line.
+        # Ctrl-Z in an orphaned group (pexpect's) stops nothing; nothing is typed into the line.
         t.child.send("\x1a")
         t.wait_prompt()  # drawn again after the suspension
         assert t.run("x + 1").strip() == "2"
@@ -403,6 +404,41 @@ def test_shell_input_a_raw_escape_ctrl_z_and_names_like_commands(tmp_path: Path,
         assert "s.py" in t.run("where")  # the word alone is still the command
     finally:
         t.close()
+
+
+def test_ctrl_z_stops_the_shell_as_a_job_and_fg_brings_it_back(tmp_path: Path, isolated: str) -> None:
+    """Under an interactive bash (job control, as a user has it), Ctrl-Z stops the shell and
+    its head, bash says "Stopped", and ``fg`` brings back the same head with its state."""
+    env = env_for(tmp_path, isolated) | {"PS1": "BASH$ "}
+    exe = Path(sys.executable).with_name("forkpoint")
+    sh = pexpect.spawn(
+        "bash", ["--norc", "--noprofile", "-i"], env=env, cwd=str(tmp_path), encoding="utf-8",
+        dimensions=(50, 200), timeout=30, codec_errors="replace",
+    )
+    try:
+        sh.expect(r"BASH\$ ")
+        sh.sendline(f"{exe} shell")
+        sh.expect(FRESH_PROMPT)
+        sh.send("x = 41\r")
+        sh.expect(FRESH_PROMPT)
+        sh.send("\x1a")
+        sh.expect(r"Stopped.*BASH\$ ")
+        job = psutil.Process(sh.pid).children()[0]
+        group = [p for p in job.children(recursive=True) + [job] if os.getpgid(p.pid) == os.getpgid(job.pid)]
+        assert len(group) >= 2, group  # the shell and its head, stopped together
+        assert {p.status() for p in group} == {psutil.STATUS_STOPPED}, [(p, p.status()) for p in group]
+        sh.sendline("fg")
+        sh.expect(FRESH_PROMPT)
+        sh.send("x + 1\r")
+        sh.expect(FRESH_PROMPT)
+        assert "42" in clean(sh.before)
+        sh.send(":quit\r")
+        sh.expect(r"BASH\$ ")
+    finally:
+        for p in psutil.Process(sh.pid).children(recursive=True):  # a stopped job on failure
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        sh.close(force=True)
 
 
 def test_pools_made_before_a_checkpoint_never_hang_after_a_rewind(tmp_path: Path, isolated: str) -> None:
