@@ -412,8 +412,14 @@ def test_ctrl_z_stops_the_shell_as_a_job_and_fg_brings_it_back(tmp_path: Path, i
     env = env_for(tmp_path, isolated) | {"PS1": "BASH$ "}
     exe = Path(sys.executable).with_name("forkpoint")
     sh = pexpect.spawn(
-        "bash", ["--norc", "--noprofile", "-i"], env=env, cwd=str(tmp_path), encoding="utf-8",
-        dimensions=(50, 200), timeout=30, codec_errors="replace",
+        "bash",
+        ["--norc", "--noprofile", "-i"],
+        env=env,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        dimensions=(50, 200),
+        timeout=30,
+        codec_errors="replace",
     )
     try:
         sh.expect(r"BASH\$ ")
