@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import said
 
-from forkpoint.controller import Controller
+from forkpoint.controller import Controller, memory
 from forkpoint.controller.events import Evicted, HeadDied
 from forkpoint.controller.supervisor import is_alive
 from forkpoint.errors import ForkpointError
@@ -277,6 +277,30 @@ def test_memory_budget_evicts_big_checkpoints(tmp_path: Path) -> None:
             report = c.memory()
             assert report.held <= (150 << 20) + (40 << 20), report
             assert said(c.events, Evicted)
+    finally:
+        os.close(null)
+
+
+def test_the_budget_holds_when_every_input_dirties_10_mb(tmp_path: Path) -> None:
+    """Issue 12's case: each input rewrites 10 MB, so each checkpoint holds a 10 MB version of
+    its own; with a 300 MB budget, what live checkpoints hold (measured here, not by the
+    pool) stays under it at every input, and the newest checkpoints are the ones kept."""
+    budget = 300 << 20
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with Controller(stdio=(null, null, null), memory_budget=budget) as c:
+            run(c, "import numpy as np; a = np.ones(10 * 2**20 // 8)")
+            worst = 0
+            for i in range(70):
+                run(c, f"a[:] = {i + 2}")
+                alive = [n for n in c.view().nodes.values() if n.alive]
+                held = sum(m.held for n in alive if (m := memory.measure(n.pid)) is not None)
+                worst = max(worst, held)
+            assert worst <= budget, f"{worst >> 20} MB held against a {budget >> 20} MB budget"
+            assert worst >= budget * 0.6, f"only {worst >> 20} MB kept: the budget is not used"
+            assert said(c.events, Evicted)
+            kept = sorted(n.id for n in c.view().nodes.values() if n.alive)
+            assert kept[-10:] == list(range(kept[-1] - 9, kept[-1] + 1)), kept  # the recent ones, dense
     finally:
         os.close(null)
 

@@ -28,7 +28,7 @@ from forkpoint.tree import Checkpoint, CheckpointTree, choose_evictions
 __all__ = ["ASK_TIMEOUT", "CheckpointPool"]
 
 ASK_TIMEOUT = 120.0  # seconds a parked checkpoint has to answer a question
-MEASURE_EVERY = 1.0  # seconds between memory measurements of all checkpoints within an input
+MEASURE_EVERY = 1.0  # seconds between exact budget decisions within an input
 
 
 class CheckpointPool:
@@ -48,7 +48,11 @@ class CheckpointPool:
         self._emit = emit
         self._channels: dict[int, Channel] = {}
         self._asked = 0  # questions asked of parked checkpoints, numbered
-        self._measured = 0.0
+        self._watch = memory.MemoryWatch()
+        self._base: int | None = None  # where the head was at the last budget decision
+        self._neighbours: set[int] = set()  # of checkpoints evicted at the last decision
+        self._rise = 0  # the largest rise of one checkpoint between two measurements
+        self._flushed = 0.0
         self._told_eviction = False  # the first eviction is told, later ones are quiet
         # Restores a checkpoint that is on disk (set by the session keeper of a restored session).
         self.bring_back: Callable[[Checkpoint], None] | None = None
@@ -135,28 +139,44 @@ class CheckpointPool:
     # ----------------------------------------------------------------- memory
 
     def measure_all(self) -> dict[int, ProcessMemory]:
-        """Each live checkpoint's memory, also kept on its tree node for the eviction policy."""
+        """Each live checkpoint's memory, measured now (``:checkpoints``, ``:mem``): the
+        exact figures a user asks for, at O(checkpoints x memory) once."""
+        self._apply(self._watch.take())
         per = {}
         for node in self.tree.alive():
             measured = memory.measure(node.pid)
             if measured is not None:
                 per[node.id] = measured
-                node.memory = measured.uss + measured.page_tables
-        self._measured = time.monotonic()
+                node.memory = measured.held
         return per
 
     def enforce_budget(self, current: int, between_inputs: bool) -> None:
-        """Evict by policy when over budget. Between inputs every checkpoint is measured
-        (a smaps_rollup read each, under a millisecond per GiB with huge pages); within an
-        input, checkpoints may come fast, so at most once per MEASURE_EVERY."""
-        measured = between_inputs or time.monotonic() - self._measured >= MEASURE_EVERY
-        if measured:
-            self.measure_all()
-        elif len(self.tree.alive()) <= self.max_checkpoints:
-            return  # nothing new to decide on: a site hit in a tight loop stays cheap
-        evict = choose_evictions(self.tree, current, self.budget, self.max_checkpoints)
+        """Evict by policy when over budget, deciding on figures the watch measured off the
+        input path. Only checkpoints whose USS can have changed are re-measured: the head's
+        base before and after (the head's writes make pages unique to the checkpoint it
+        shared them with), the new checkpoint's parent, and the neighbours of one evicted
+        (pages it shared with them alone are theirs now). Near the budget (within the
+        largest rise one measurement has shown) the waiting measurements are made now, so
+        the decision is exact where it matters; within an input at most once per
+        MEASURE_EVERY, since a site in a tight loop may checkpoint every millisecond."""
+        tree = self.tree
+        touched = {self._base, current, tree[current].parent, *self._neighbours}
+        self._neighbours.clear()
+        self._base = current
+        self._watch.stale(tree[c].pid for c in touched if c is not None and c in tree and tree[c].alive)
+        self._apply(self._watch.take())
+        alive = tree.alive()
+        total = sum(n.memory or 0 for n in alive)
+        near = total + self._rise > self.budget
+        now = time.monotonic()
+        if near and (between_inputs or now - self._flushed >= MEASURE_EVERY):
+            self._flushed = now
+            self._apply(self._watch.flush())
+        elif not near and len(alive) <= self.max_checkpoints:
+            return  # nothing to decide on: an input far from the budget costs no measurement
+        evict = choose_evictions(tree, current, self.budget, self.max_checkpoints)
         for cid in evict:
-            node = self.tree[cid]
+            node = tree[cid]
             ch = self._channels.pop(cid, None) or self._hub.claim(node.pid)
             node.ended()
             if ch is not None:
@@ -164,18 +184,47 @@ class CheckpointPool:
                 ch.close()
             else:
                 self._supervisor.kill(node.pid)
+        for cid in evict:  # measured at the next decision, once their processes have exited
+            self._neighbours.update(self._alive_neighbours(cid))
         if evict and not self._told_eviction:
             # Told once: a site in a loop evicts at every checkpoint, and a line each would
             # drown the program's own output. Views of the tree show what is kept.
             self._told_eviction = True
-            over_count = len(self.tree.alive()) + len(evict) > self.max_checkpoints
+            over_count = len(tree.alive()) + len(evict) > self.max_checkpoints
             limit = Limit.CHECKPOINTS if over_count else Limit.MEMORY
             self._emit(Evicted(tuple(evict), limit, self.max_checkpoints, self.budget))
+
+    def _apply(self, measured: dict[int, ProcessMemory | None]) -> None:
+        if not measured:
+            return
+        by_pid = {n.pid: n for n in self.tree.alive()}
+        for pid, m in measured.items():
+            node = by_pid.get(pid)
+            if node is None or m is None:
+                continue
+            if node.memory is not None:
+                self._rise = max(self._rise, m.held - node.memory)
+            node.memory = m.held
+
+    def _alive_neighbours(self, cid: int) -> list[int]:
+        """The nearest live ancestor of ``cid`` and its nearest live descendants: the
+        checkpoints that can have shared pages with it alone."""
+        tree = self.tree
+        out = [a for a in tree.ancestors(cid)[1:] if tree[a].alive][:1]
+        below = [c.id for c in tree.children(cid)]
+        while below:
+            c = below.pop()
+            if tree[c].alive:
+                out.append(c)
+            else:
+                below.extend(n.id for n in tree.children(c))
+        return out
 
     # ----------------------------------------------------------------- teardown
 
     def close(self) -> list[int]:
         """EOF to every parked checkpoint (each exits at once); the pids to make sure of."""
+        self._watch.close()
         agents = [n.pid for n in self.tree.alive()]
         for ch in self._channels.values():
             ch.close()
