@@ -183,7 +183,9 @@ def _controller(args: argparse.Namespace, render: Renderer) -> Controller:
     from forkpoint.controller import Controller
     from forkpoint.controller.memory import physical_memory
 
+    launched, args.launched = args.launched, None  # the controller owns it from here
     return Controller(
+        launched=launched,
         python=args.python,
         memory_budget=parse_size(args.memory_budget, total=physical_memory()[0]),
         max_checkpoints=args.max_checkpoints,
@@ -365,7 +367,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.script_args = theirs
     signal.signal(signal.SIGHUP, _exit_on_signal)
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    args.launched = None
     try:
+        if args.func in (_cmd_shell, _cmd_run):
+            # The first head starts now, while the controller imports (launch.py says why).
+            from forkpoint import launch
+
+            args.launched = launch.prepare()
+            launch.spawn_agent(args.python or sys.executable, args.launched, None)
         code: int = args.func(args)
         return code
     except ForkpointError as exc:
@@ -384,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log = errlog.record(exc, f"forkpoint {' '.join(words)[:200]}")
         print(internal_error_text(exc, log, goes_on=False), file=sys.stderr)
         return 70
+    finally:
+        if args.launched is not None:  # never handed to a controller (an error before it)
+            args.launched.close()
 
 
 if __name__ == "__main__":

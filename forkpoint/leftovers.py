@@ -15,9 +15,11 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pathlib and shutil only when sweeping: launch.py locks before either is needed
+    from pathlib import Path
 
 __all__ = ["LOCK", "exclusive", "hold", "in_use", "share", "sweep", "try_hold", "try_lock"]
 
@@ -103,6 +105,9 @@ def _abandoned(folder: Path) -> bool:
 
 def sweep(runtime_root: str, sessions: Path) -> list[str]:
     """Remove the runtime dirs and partial saves of dead forkpoints; what was removed."""
+    import shutil
+    from pathlib import Path
+
     removed: list[str] = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(runtime_root):

@@ -8,14 +8,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from forkpoint.controller import Change, ExecResult, MemoryReport, SaveProgress, Status
 from forkpoint.controller.events import Event, Output, Stream
 from forkpoint.errors import ForkpointError
-from forkpoint.persist.store import Session, sessions_dir
 from forkpoint.shell.messages import death_text, event_style, event_text, hint
 from forkpoint.tree import CheckpointView, TreeView
+
+if TYPE_CHECKING:  # the store (hashing, CRIU's formats) only when sessions are listed
+    from forkpoint.persist.store import Session
 
 __all__ = ["Renderer", "human_bytes", "human_age"]
 
@@ -102,6 +104,8 @@ class Renderer:
 
     def sessions(self, found: list[Session]) -> None:
         if not found:
+            from forkpoint.persist.store import sessions_dir
+
             self.line(f"no saved sessions (in {sessions_dir()})")
             return
         rows = [("NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE")]

@@ -18,13 +18,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from forkpoint import leftovers, paths
-from forkpoint.channel import private_dir
+from forkpoint import launch, leftovers, paths
 from forkpoint.controller import memory
 from forkpoint.controller.driver import Driver, HeadState
 from forkpoint.controller.events import Event, FilesNotRewound, Outbox, RuntimeDirRefused
@@ -45,11 +44,12 @@ from forkpoint.controller.results import (
 )
 from forkpoint.controller.script import Script
 from forkpoint.controller.scripts import ScriptVerbs
-from forkpoint.controller.sessions import MAX_SAVED, SessionKeeper
 from forkpoint.controller.supervisor import Supervisor
 from forkpoint.errors import ForkpointError, Reason
-from forkpoint.persist import store
-from forkpoint.persist.criu import TICK
+from forkpoint.launch import Place
+
+if TYPE_CHECKING:
+    from forkpoint.controller.sessions import SessionKeeper
 from forkpoint.protocol import Message
 from forkpoint.tree import Checkpoint, CheckpointView, TreeView
 
@@ -85,8 +85,10 @@ class Controller:
         restore: str | None = None,
         lazy: bool = False,
         output: Output = Output.TERMINAL,
+        launched: Place | None = None,
     ) -> None:
         self.python = python or sys.executable
+        self._launched = launched  # the place (and first head) the CLI made before importing us
         self.events: list[Event] = []
         self._restore = restore  # start from this saved session instead of a fresh interpreter
         self._rundir: str | None = None
@@ -113,9 +115,24 @@ class Controller:
             self._head, self._pool, self._supervisor, self._outbox, lambda: self.script is not None
         )
         self._scripts = ScriptVerbs(self._driver, self._outbox)
-        self._sessions = SessionKeeper(
-            self._pool, self._hub, self._supervisor, lambda: self._stdio or (0, 1, 2), lazy
-        )
+        self._lazy = lazy
+        self._keeper: SessionKeeper | None = None  # made when a session is first saved or restored
+
+    @property
+    def _sessions(self) -> SessionKeeper:
+        """The session keeper, imported and made on first use: CRIU, the store and their
+        imports are no part of a start-up that saves nothing."""
+        if self._keeper is None:
+            from forkpoint.controller.sessions import SessionKeeper
+
+            stdio = lambda: self._stdio or (0, 1, 2)  # noqa: E731
+            self._keeper = SessionKeeper(self._pool, self._hub, self._supervisor, stdio, self._lazy)
+            self._keeper.rundir = self._rundir or ""
+        return self._keeper
+
+    def _verified(self) -> None:
+        if self._keeper is not None:  # only a restored session has pages to check
+            self._keeper.verified()
 
     def _on_taken(self, msg: Message) -> None:
         position = self._driver.position
@@ -143,12 +160,15 @@ class Controller:
         """Start the first head and take checkpoint 0, the fresh interpreter (or open the
         saved session given to the constructor)."""
         self._supervisor.become_subreaper()
-        root = self._runtime_root()
-        leftovers.sweep(root, Path(paths.data_dir(), "sessions"))  # what killed forkpoints left
-        self._rundir = rundir = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
-        self._rundir_lock = leftovers.hold(rundir)
-        self._sessions.rundir = self._rundir
-        socket_path = self._hub.open(self._rundir)
+        place, self._launched = self._launched or launch.prepare(), None
+        self._rundir, self._rundir_lock, self._own_root = place.rundir, place.lock, place.own_root
+        if place.own_root is not None:
+            self._outbox.emit(RuntimeDirRefused(place.refused, place.own_root))
+        if place.head is not None:
+            self._supervisor.watch(place.head)
+        leftovers.sweep(os.path.dirname(place.rundir), Path(paths.data_dir(), "sessions"))  # of killed ones
+        rundir = place.rundir
+        self._hub.adopt(place.listener, place.socket_path)
         if self._restore is not None:
             session = self._sessions.open(self._restore)
             self._driver.before_use = self._sessions.verified
@@ -159,22 +179,13 @@ class Controller:
                 self._scripts.script = Script.from_meta(session.script)
             return
         try:
-            self._head.start(self._supervisor.spawn_agent(self.python, socket_path, rundir, self._stdio))
+            pid = place.head or self._supervisor.spawn_agent(self.python, place, self._stdio)
+            self._head.start(pid)
         except ForkpointError:
             raise ForkpointError(self._supervisor.why_no_agent(self.python, rundir)) from None
         result = self.execute("")
         if result.status is not Status.OK:
             raise ForkpointError("the Python process did not start.", result.traceback)
-
-    def _runtime_root(self) -> str:
-        """The runtime root, private; a fresh one if the shared one is another user's."""
-        shared = paths.runtime_root()
-        try:
-            return private_dir(shared)
-        except PermissionError:
-            self._own_root = tempfile.mkdtemp(prefix=f"forkpoint-{os.getuid()}-", dir=paths.short_temp_dir())
-            self._outbox.emit(RuntimeDirRefused(shared, self._own_root))
-            return self._own_root
 
     def close(self) -> None:
         """Stop every agent and remove the runtime dir; leaves no process behind."""
@@ -196,7 +207,8 @@ class Controller:
         if self._own_root is not None:
             shutil.rmtree(self._own_root, ignore_errors=True)
             self._own_root = None
-        self._sessions.close()
+        if self._keeper is not None:
+            self._keeper.close()
 
     # ----------------------------------------------------------------- queries
 
@@ -260,7 +272,7 @@ class Controller:
 
     def rewind(self, ref: str | int) -> Rewound:
         """Replace the head with a fork of checkpoint ``ref`` (id, -N or label)."""
-        self._sessions.verified()
+        self._verified()
         position = self._driver.position
         node = self._pool.tree.resolve(str(ref), position.current)
         before = position.checkpoint if position.state is HeadState.IDLE else None
@@ -289,7 +301,7 @@ class Controller:
 
     def undo(self) -> Rewound:
         """Go back to where the head was before the last input or rewind."""
-        self._sessions.verified()
+        self._verified()
         history = self._driver.position.history
         while history:
             node = self._pool.tree[history.pop()]
@@ -313,7 +325,7 @@ class Controller:
         return changes_between(self._summary(a), self._summary(b))
 
     def _summary(self, ref: str | int) -> dict[str, dict[str, str]]:
-        self._sessions.verified()
+        self._verified()
         node = self._pool.tree.resolve(str(ref), self.current)
         reply = self._pool.ask(node, {"op": "probe"}, "summary")
         return {str(k): v for k, v in reply["names"].items() if isinstance(v, dict)}
@@ -346,7 +358,7 @@ class Controller:
         return self._scripts.ended()
 
     def resume(self, ref: str | None = None) -> Resumed:
-        self._sessions.verified()
+        self._verified()
         return self._scripts.resume(ref)
 
     def pm_exec(self, code: str, frame: int) -> tuple[bool, str]:
@@ -362,12 +374,14 @@ class Controller:
         name: str,
         ref: str | None = None,
         progress: Callable[[SaveProgress], None] | None = None,
-        progress_every: float = TICK,
+        progress_every: float | None = None,
         replace: bool = False,
     ) -> Saved:
         """Save checkpoint ``ref`` (default: the current one) as session ``name`` with CRIU;
         the checkpoint itself stays as it is. ``progress`` is told every ``progress_every``
         seconds while CRIU writes. A session of that name is replaced only if ``replace``."""
+        from forkpoint.persist import store
+
         if not replace and store.exists(name):
             raise ForkpointError(
                 f'there is a saved session named "{name}" already.', reason=Reason.SESSION_EXISTS
@@ -384,7 +398,7 @@ class Controller:
         self,
         name: str,
         progress: Callable[[SaveProgress], None] | None = None,
-        progress_every: float = TICK,
+        progress_every: float | None = None,
     ) -> Saved:
         """Save a failed script as session ``name``: the checkpoints resume can go on from
         (each top-level one on this branch and the latest one), its sources and versions."""
@@ -392,6 +406,8 @@ class Controller:
         if script is None:
             raise ForkpointError("there is no script to save.")
         usable = [n for n in self._pool.tree.chain(self.current) if n.usable and n.site is not None]
+        from forkpoint.controller.sessions import MAX_SAVED
+
         chosen = [n for n in usable if n.entry is None or n is usable[0]][:MAX_SAVED]
         if not chosen:
             raise ForkpointError("the script took no checkpoint to save.")

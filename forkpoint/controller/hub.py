@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from forkpoint.channel import Channel, listen, peer_credentials
+from forkpoint.channel import Channel, peer_credentials
 from forkpoint.controller.events import ConnectionRefused, Event
 from forkpoint.controller.supervisor import Supervisor, is_alive
 from forkpoint.errors import ForkpointError, ProtocolError
@@ -67,10 +67,10 @@ class Hub:
         self._sources: list[Source] = []
         self.socket_path = ""
 
-    def open(self, rundir: str) -> str:
-        self.socket_path = os.path.join(rundir, "control.sock")
-        self._listener = listen(self.socket_path)
-        return self.socket_path
+    def adopt(self, listener: socket.socket, path: str) -> str:
+        """Serve ``listener``, bound at ``path`` (made by ``launch.prepare``)."""
+        self.socket_path, self._listener = path, listener
+        return path
 
     def add_source(self, source: Source) -> None:
         self._sources.append(source)

@@ -66,7 +66,7 @@ class SessionKeeper:
         source: str,
         script: dict[str, object] | None,
         progress: Callable[[SaveProgress], None] | None,
-        progress_every: float = TICK,
+        progress_every: float | None = None,
     ) -> Saved:
         """Dump ``nodes`` (oldest first, unchanged pages shared with the one before) as
         session ``name``; built hidden and renamed into place, so it is whole or absent. One
@@ -103,7 +103,8 @@ class SessionKeeper:
                         where = SaveProgress(node.id, index, len(nodes), 0, expected)
                         tick = _Progress(progress, where, images)
                     try:
-                        dump(criu, candidate, str(images), self.rundir or str(folder), tick, progress_every)
+                        interval = TICK if progress_every is None else progress_every
+                        dump(criu, candidate, str(images), self.rundir or str(folder), tick, interval)
                     finally:
                         self._supervisor.kill(candidate)
                     pages.mark_lazy(images)
