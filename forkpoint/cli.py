@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         "the statement on FILE:LINE, also inside functions; repeatable",
     )
     run.add_argument(
+        "--checkpoint-every-hit",
+        action="store_true",
+        help="checkpoint at every hit of those sites (by default a hit soon after the last checkpoint is "
+        "skipped, so that checkpoints cost at most about 5%% of the run)",
+    )
+    run.add_argument(
         "--watch",
         action="append",
         default=[],
@@ -231,6 +237,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 watch,
                 module=module,
                 stop_in_tests=on_error != "exit",
+                every_hit=args.checkpoint_every_hit,
             )
         if result.status is Status.EXIT and args.interactive:
             from forkpoint.shell.repl import Shell

@@ -59,6 +59,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "line": _OPT_INT,
         "call": _OPT_INT,
         "outer": (list,),
+        "skipped": _OPT_INT,  # hits of sites in functions that took no checkpoint since the last one
     },
     # kind: swapped, threads, cuda, no_checkpoint (names: what it concerns); text: from an
     # agent of an older forkpoint, which said its notices in words
@@ -70,6 +71,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "checkpoint_pid": _OPT_INT,
         "traceback": _OPT_STR,
         "exit_code": _OPT_INT,
+        "skipped": _OPT_INT,  # a run's: hits that took no checkpoint since the last one
     },
     "completions": {"items": (list,)},
     "written": {"paths": (list,)},  # reply: files the head opened for writing since ``since``
@@ -91,6 +93,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "argv0": _OPT_STR,  # sys.argv[0] as the user typed the script's path
         "module": _OPT_STR,  # run as python -m this module
         "stop_in_tests": (bool,),  # under pytest: stop at a failing test, checkpoint before each
+        "every_hit": (bool,),  # a checkpoint at every hit of a site in a function (no spacing)
     },
     "pm_exec": {"code": _STR, "frame": _INT},
     "frame": {"index": _INT},

@@ -80,6 +80,7 @@ class Checkpoint:
     line: int | None = None  # ... before this line of that call (None: at the call's entry)
     call: int | None = None  # ... which call of that function it is
     outer: tuple[str, ...] = ()  # ... the functions running further out, innermost first
+    skipped: int = 0  # hits of sites in functions that took no checkpoint since the one before
 
     @property
     def alive(self) -> bool:
@@ -335,6 +336,7 @@ class CheckpointView:
     entry: str | None
     line: int | None
     call: int | None
+    skipped: int  # hits of sites that took no checkpoint between the one before and this
 
     @property
     def alive(self) -> bool:

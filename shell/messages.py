@@ -165,8 +165,14 @@ def event_text(event: ev.Event) -> str:
             return f"[{checkpoint}] cannot go on with the new code: {blocker_text(blocker)}"
         case ev.LineSiteGone(path, line):
             return f"the checkpoint before line {line} of {os.path.basename(path)} is gone with its statement"
-        case ev.Resuming(checkpoint, title, skipped):
-            return f"resuming from [{checkpoint}] {title}: skips {skipped:.1f} s of work"
+        case ev.Resuming(checkpoint, title, skipped, hits_again):
+            again = (
+                f"; {hits_again} later {'hit' if hits_again == 1 else 'hits'} of sites took no checkpoint "
+                "(spaced out: --checkpoint-every-hit takes them all) and run again"
+                if hits_again
+                else ""
+            )
+            return f"resuming from [{checkpoint}] {title}: skips {skipped:.1f} s of work{again}"
         case ev.StartingOver():
             return "no checkpoint can continue the new code; running the script again from the start"
         case ev.OldCallsRan(function, calls, redo_from):

@@ -123,6 +123,8 @@ class Renderer:
             mark = "*" if n.id == current else " "
             parent = "" if n.parent is None else str(n.parent)
             title = n.title if len(n.title) <= 48 else n.title[:45] + "..."
+            if n.skipped:
+                title += f"  (+{n.skipped} {'hit' if n.skipped == 1 else 'hits'} skipped before it)"
             self.line(
                 f"{mark} {n.id:>4} {parent:>6}  {(n.label or ''):<12} {human_age(now - n.created):>5} "
                 f"{'on disk' if not n.alive else human_bytes(n.memory):>9}  {title}"

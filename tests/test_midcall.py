@@ -204,8 +204,10 @@ class Session(ScriptRun):
         self.script = script
 
     def run(self, source: str, **sites: tuple[int, ...] | tuple[str, ...]) -> str:
+        """Run with a checkpoint at every hit: these tests say which call a resume starts in
+        (the spacing of hits, on by default, is tested on its own in test_run.py)."""
         self.script.write_text(source)
-        result = self.c.run_script(str(self.script), [], **sites)  # type: ignore[arg-type]
+        result = self.c.run_script(str(self.script), [], every_hit=True, **sites)  # type: ignore[arg-type]
         assert result.status == "error", result
         return self.output.read_text()
 

@@ -59,7 +59,9 @@ class Run(ScriptRun):
         self.project = project
 
     def start(self, **sites: object) -> str:
-        result = self.c.run_script(str(self.project / "main.py"), [str(self.project / "lib")], **sites)  # type: ignore[arg-type]
+        # Every hit checkpointed: these tests say which call a resume starts in.
+        lib = [str(self.project / "lib")]
+        result = self.c.run_script(str(self.project / "main.py"), lib, every_hit=True, **sites)  # type: ignore[arg-type]
         assert result.status == "error", result
         return self.output.read_text()
 
@@ -138,7 +140,7 @@ def test_watch_on_the_command_line(tmp_path: Path, isolated: str) -> None:
     assert (
         done.returncode == 2 and "forkpoint: helper.py is not one of the files forkpoint runs." in done.stderr
     )
-    args = ["run", "main.py", "--watch", str(lib), "--checkpoint-at", "helper.py:7"]
+    args = ["run", "main.py", "--watch", str(lib), "--checkpoint-at", "helper.py:7", "--checkpoint-every-hit"]
     t = Terminal(
         [*args, "--checkpoint-at", "helper:check", "--", str(lib)], env_for(tmp_path, isolated), str(app)
     )

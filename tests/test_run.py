@@ -188,7 +188,7 @@ def test_differential_resume(body: list[str], data: st.DataObject, tmp_path: Pat
 def test_batch_resumes_inside_the_failed_call_with_new_code(script_run: Run, tmp_path: Path) -> None:
     script = tmp_path / "batch.py"
     shutil.copy(PROGRAMS / "batch.py", script)
-    result = script_run.c.run_script(str(script), ["6"], entries=("process",))
+    result = script_run.c.run_script(str(script), ["6"], entries=("process",), every_hit=True)
     assert result.status == "error" and "IndexError" in (result.traceback or "")
     assert script_run.new_output() == "done 1\ndone 2\ndone 3\n"
     shutil.copy(PROGRAMS / "batch_fixed.py", script)
@@ -254,7 +254,7 @@ def test_a_hot_site_keeps_a_bounded_number_of_checkpoints(tmp_path: Path, output
     out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         with Controller(stdio=(out, out, out), max_checkpoints=40) as c:
-            result = c.run_script(str(script), [], entries=("f",))
+            result = c.run_script(str(script), [], entries=("f",), every_hit=True)
             assert result.status == "exit" and result.exit_code == 0
             assert len(c.view().alive()) <= 40
             kept = sorted(n.id for n in c.view().alive())
@@ -263,3 +263,77 @@ def test_a_hot_site_keeps_a_bounded_number_of_checkpoints(tmp_path: Path, output
     finally:
         os.close(out)
     assert output.read_text() == "249500\n"
+
+
+HOT = """\
+import time
+
+def step(i):
+    x = i * 2
+    if i == {fail}:
+        raise ValueError(i)
+    print("step", i, x)
+    return x
+
+def busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+total = 0
+for i in range({n}):
+    busy({work})
+    total += step(i)
+print("total", total)
+"""
+
+
+def test_a_hot_site_is_spaced_out_and_resume_is_still_a_fresh_runs(script_run: Run, tmp_path: Path) -> None:
+    """Issue 12: a site hit in a tight loop takes its first hit and then one checkpoint per
+    ~20 pauses of work, the skipped hits counted on the next checkpoint; the resume goes on from
+    the latest one taken, says how many hits run again, and prints what a fresh run prints."""
+    script = tmp_path / "hot.py"
+    script.write_text(HOT.format(fail=1500, n=2000, work=0.0001))
+    result = script_run.c.run_script(str(script), [], lines=(4,))
+    assert result.status == "error" and "ValueError: 1500" in (result.traceback or "")
+    first = script_run.new_output()
+    in_calls = [n for n in script_run.c.view().nodes.values() if n.entry == "step"]
+    assert 2 <= len(in_calls) < 150, len(in_calls)  # 1,500 hits at 0.1 ms each: not one fork each
+    assert sum(n.skipped for n in in_calls) + len(in_calls) <= 1500
+    assert in_calls[0].call == 1 and sum(n.skipped for n in in_calls) > 1000
+    script.write_text(HOT.format(fail=-1, n=2000, work=0.0001))
+    resumed = script_run.c.resume()
+    assert resumed.result.status == "exit"
+    assert resumed.where.startswith("before line 4 in call ")
+    call = int(resumed.where.split("in call ")[1].split()[0])
+    told = [e for e in script_run.c.events if type(e).__name__ == "Resuming"]
+    assert told and told[-1].hits_again == 1501 - call  # the later hits, up to the failing call 1501
+    after = script_run.new_output()
+    fresh = fresh_run(script)
+    assert after == fresh[fresh.index(f"step {call - 1} ") :]  # from that call (i = call - 1) on
+    assert first.startswith(fresh[: fresh.index(f"step {call - 1} ")])
+
+
+def test_every_hit_takes_a_checkpoint_at_every_hit(script_run: Run, tmp_path: Path) -> None:
+    script = tmp_path / "hot.py"
+    script.write_text(HOT.format(fail=40, n=100, work=0))
+    result = script_run.c.run_script(str(script), [], lines=(4,), every_hit=True)
+    assert result.status == "error"
+    in_calls = [n for n in script_run.c.view().nodes.values() if n.entry == "step"]
+    assert [n.call for n in in_calls] == list(range(1, 42)) and not any(n.skipped for n in in_calls)
+
+
+def test_checkpoints_say_how_many_hits_were_skipped_before_them(tmp_path: Path) -> None:
+    import io
+
+    from forkpoint.shell.render import Renderer
+    from forkpoint.tree import CheckpointState, CheckpointView
+
+    view = CheckpointView(
+        id=3, parent=2, pid=1, source="", title="before line 4 in call 9 of step()", label=None,
+        at_rest=False, created=0.0, state=CheckpointState.ALIVE, memory=1 << 20, site=1, entry="step",
+        line=4, call=9, skipped=7,
+    )  # fmt: skip
+    out = io.StringIO()
+    Renderer(out).checkpoints([view], 3)
+    assert "before line 4 in call 9 of step()  (+7 hits skipped before it)" in out.getvalue()

@@ -230,7 +230,17 @@ def test_run_on_error_save_then_resume_after_an_edit(tmp_path: Path, isolated: s
         )
 
     done = forkpoint(
-        "run", "batch.py", "--checkpoint-at", "process", "--on-error", "save", "--session", "b", "--", "6"
+        "run",
+        "batch.py",
+        "--checkpoint-at",
+        "process",
+        "--checkpoint-every-hit",
+        "--on-error",
+        "save",
+        "--session",
+        "b",
+        "--",
+        "6",
     )
     assert done.returncode == 1 and "IndexError" in done.stderr
     assert 'saved the failure as session "b": ' in done.stderr and "forkpoint resume b" in done.stderr

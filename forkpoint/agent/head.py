@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from forkpoint import paths
-from forkpoint.agent import forks, namespace, opened, runner, snapshot
+from forkpoint.agent import forks, namespace, opened, pacing, runner, snapshot
 from forkpoint.protocol import Message
 
 __all__ = ["main", "run_input", "stop_at_failure"]
@@ -194,11 +194,19 @@ def _on_run(msg: Message) -> None:
         msg.get("module"),
         bool(msg.get("stop_in_tests")),
     )
+    pacing.every_hit = bool(msg.get("every_hit"))
     status, tb, exit_code = run_code(code, ns)
     if status == "ok":
         status, exit_code = "exit", 0  # the script ran to its end
     snapshot.channel().send(
-        {"op": "result", "status": status, "checkpoint_pid": None, "traceback": tb, "exit_code": exit_code}
+        {
+            "op": "result",
+            "status": status,
+            "checkpoint_pid": None,
+            "traceback": tb,
+            "exit_code": exit_code,
+            "skipped": pacing.skipped,  # hits not checkpointed since the last checkpoint
+        }
     )
 
 

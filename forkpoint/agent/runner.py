@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from forkpoint.agent import imports, midcall, pytest_env, snapshot
+from forkpoint.agent import imports, midcall, pacing, pytest_env, snapshot
 from forkpoint.agent.functions import call_arguments, code_objects, find_function
 from forkpoint.instrument import lines as sitelines
 from forkpoint.instrument.diff import diff_sources
@@ -85,9 +85,6 @@ _calls: dict[str, int] = {}  # calls so far of each function with a site inside
 _statement = 0  # the top-level statement running now
 _pending: tuple[str, str] | None = None  # new source whose later statements must run next
 CONTINUE = object()  # what an entry site returns when the call should simply go on
-LIGHT_FACTOR = 20.0  # a definition gets a checkpoint when it took this many times the last pause
-_site_end = 0.0  # perf_counter() when the last top-level site returned
-_pause = 0.0  # how long the last top-level checkpoint paused the script
 # Set by the head: serve requests in a head paused at a site, with ``frame`` innermost.
 on_pause: Callable[[types.FrameType], NoReturn] | None = None
 
@@ -174,18 +171,12 @@ def checkpoint_before(key: str) -> None:
     """A checkpoint before a call of ``key`` is set up (a test, before its fixtures). In a head
     resumed here the changed functions get their new code and the caller goes on: the call
     has not begun, so all of it runs the new code. Light, as a site between definitions is:
-    taken once the calls since the last checkpoint took ``LIGHT_FACTOR`` times its pause, so
+    taken once the calls since the last checkpoint took ``pacing.LIGHT`` times its pause, so
     a thousand quick tests do not pay a thousand forks (a resume runs a few again instead)."""
-    global _site_end, _pause
     _calls[key] = _calls.get(key, 0) + 1
-    start = time.perf_counter()
-    if start - _site_end < LIGHT_FACTOR * _pause:
+    if pacing.soon(pacing.LIGHT):
         return
-    head = os.getpid()
-    directive = _take_in(key, sys._getframe(1), None)
-    _site_end = time.perf_counter()
-    if os.getpid() == head:  # in a head rewound here, the time since is the time parked
-        _pause = _site_end - start
+    directive = _take_in(key, sys._getframe(1), None, spaced=False)
     if directive is not None:
         _resume_in_call(directive, key)
 
@@ -243,22 +234,19 @@ def _swap_out_marker(key: str, code: types.CodeType) -> None:
 def site(index: int, light: bool = False) -> None:
     """What the inserted statement after top-level statement ``index`` calls. Between two
     definitions (``light``: defs, classes, imports), when the one before took less than
-    ``LIGHT_FACTOR`` times the last checkpoint's pause, no checkpoint is taken: a module of
+    ``pacing.LIGHT`` times the last checkpoint's pause, no checkpoint is taken: a module of
     hundreds of defs would otherwise pay a fork for each, and a resume from the checkpoint
     before them runs them again in microseconds (with the new code, as a fresh run would)."""
-    global _statement, _pending, _site_end, _pause
+    global _statement, _pending
     _statement = index + 1
     if _pending is not None:  # a resumed call has returned: the rest of the script is new code
         (path, source), _pending = _pending, None
         _run_rest(path, source, index + 1)
-    start = time.perf_counter()
-    if light and start - _site_end < LIGHT_FACTOR * _pause:
-        _site_end = start
+    if light and pacing.soon(pacing.LIGHT, restart=True):
         return  # the calls first made here travel with the next checkpoint
-    taken = snapshot.take(site=index, called=_drain_calls())
-    _site_end = time.perf_counter()
-    if taken is not None:  # in a head rewound here, the time since is the time parked
-        _pause = _site_end - start
+    start = time.perf_counter()
+    taken = snapshot.take(site=index, called=_drain_calls(), skipped=pacing.skipped)
+    pacing.taken(start, paused=taken is not None)
     if taken is None:
         directive = _unless_paused(snapshot.pop_directive(), sys._getframe(1))
         if directive is not None:
@@ -276,8 +264,16 @@ def count(qualname: str) -> None:
     _calls[qualname] = _calls.get(qualname, 0) + 1
 
 
-def _take_in(qualname: str, frame: types.FrameType, line: int | None) -> dict[str, Any] | None:
-    """A checkpoint in a call of ``qualname``; the resume directive in a head resumed there."""
+def _take_in(
+    qualname: str, frame: types.FrameType, line: int | None, spaced: bool = True
+) -> dict[str, Any] | None:
+    """A checkpoint in a call of ``qualname``; the resume directive in a head resumed there.
+    A hit of a site already hit soon after the last checkpoint takes none (``pacing``): a site
+    in a loop would otherwise fork at every iteration, whatever the work between (3 ms at
+    1 GiB). A resume goes on from the nearest checkpoint taken; the calls since run again."""
+    if spaced and not pacing.hit_due((qualname, line)):
+        return None
+    start = time.perf_counter()
     outer = []
     caller = frame.f_back
     while caller is not None and caller.f_code.co_name != "<module>":
@@ -285,8 +281,15 @@ def _take_in(qualname: str, frame: types.FrameType, line: int | None) -> dict[st
             outer.append(caller.f_code.co_qualname)
         caller = caller.f_back
     taken = snapshot.take(
-        site=_statement, called=_drain_calls(), entry=qualname, line=line, call=_calls[qualname], outer=outer
+        site=_statement,
+        called=_drain_calls(),
+        entry=qualname,
+        line=line,
+        call=_calls[qualname],
+        outer=outer,
+        skipped=pacing.skipped,
     )
+    pacing.taken(start, paused=taken is not None)
     return _unless_paused(snapshot.pop_directive(), frame) if taken is None else None
 
 

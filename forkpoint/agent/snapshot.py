@@ -149,6 +149,7 @@ def take(
     line: int | None = None,
     call: int | None = None,
     outer: list[str] | None = None,
+    skipped: int = 0,
 ) -> int | None:
     """Fork a checkpoint. Returns its pid in the head, ``None`` in a head rewound to it.
 
@@ -173,7 +174,7 @@ def take(
     if label is None and site is None and entry is None and not called and not outer:
         tail = _PLAIN_TAIL[at_rest]
     else:
-        tail = _tail(label, at_rest, site, called, entry, line, call, outer)
+        tail = _tail(label, at_rest, site, called, entry, line, call, outer, skipped)
     sock = link.channel.sock
     process_state.flush()
     told = os.pipe() if _restored else None  # the child says its pid as the controller sees it
@@ -211,6 +212,7 @@ def _tail(
     line: int | None,
     call: int | None,
     outer: list[str] | None,
+    skipped: int = 0,
 ) -> bytes:
     """The ``taken`` frame's fields after the pid, as JSON without the opening brace."""
     fields = {
@@ -222,6 +224,7 @@ def _tail(
         "line": line,
         "call": call,
         "outer": outer or [],
+        "skipped": skipped,  # hits of sites in functions not checkpointed since the last one
     }
     return json.dumps(fields, separators=(",", ":"))[1:].encode()
 

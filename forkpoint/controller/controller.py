@@ -342,6 +342,7 @@ class Controller:
         module: str | None = None,
         code: str | None = None,
         stop_in_tests: bool = False,
+        every_hit: bool = False,
     ) -> ExecResult:
         """Run a script with a checkpoint after each top-level statement, at the entry of the
         ``entries`` functions (keys: ``module:func`` outside the script) and before ``lines``
@@ -351,8 +352,10 @@ class Controller:
         user's); with ``code``, that string runs as ``python -c`` runs it. On an error the head
         stays in post-mortem (``pm_exec``, ``frame``) until ``resume``. With ``stop_in_tests``
         a pytest run stops at its first failing test as at an uncaught error, with a checkpoint
-        before each test to resume from."""
-        return self._scripts.run(path, argv, entries, lines, watch, module, code, stop_in_tests)
+        before each test to resume from. A site inside a function takes a checkpoint at a hit
+        only once enough work has run since the last one (about 20 times its pause), unless
+        ``every_hit``."""
+        return self._scripts.run(path, argv, entries, lines, watch, module, code, stop_in_tests, every_hit)
 
     def script_ended(self) -> int:
         return self._scripts.ended()

@@ -43,6 +43,7 @@ class Position:
     checkpoint: int | None = None
     source: str = ""  # the running input's source: the title of checkpoints taken in it
     history: list[int] = field(default_factory=list)  # where :undo goes, latest last
+    skipped: int = 0  # hits of sites that took no checkpoint since ``checkpoint`` (a failed run's)
 
     @property
     def current(self) -> int:
@@ -130,6 +131,7 @@ class Driver:
                 )
             return ExecResult(Status.DIED, death=death, rolled_back_to=target)
         status = Status(reply["status"])
+        position.skipped = int(reply.get("skipped") or 0)
         if status in (Status.OK, Status.EXIT):
             position.settle(HeadState.IDLE)
             if status is Status.OK:

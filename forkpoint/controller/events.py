@@ -169,6 +169,7 @@ class Resuming:
     checkpoint: int
     title: str
     skipped: float  # seconds of the first run
+    hits_again: int = 0  # hits of sites after it that took no checkpoint (spacing): they run again
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class CheckpointPool:
                 node.line, node.call = msg.get("line"), msg.get("call")
                 node.outer = tuple(str(name) for name in msg["outer"])
                 node.source = script.describe_call(node.entry, node.call, node.line)
+        node.skipped = int(msg.get("skipped") or 0)
         self._supervisor.watch(node.pid)
         return node
 

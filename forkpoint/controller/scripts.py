@@ -5,6 +5,7 @@ part carries the choice out and says what it did as events."""
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ class ScriptVerbs:
         self._outbox = outbox
         self.script: Script | None = None
         self._stop_in_tests = False
+        self._every_hit = False
 
     def on_module(self, msg: Message) -> None:
         """The head imported a user module: keep its exact source (the head's ``module``)."""
@@ -51,8 +53,9 @@ class ScriptVerbs:
         module: str | None = None,
         code: str | None = None,
         stop_in_tests: bool = False,
+        every_hit: bool = False,
     ) -> ExecResult:
-        self._stop_in_tests = stop_in_tests
+        self._stop_in_tests, self._every_hit = stop_in_tests, every_hit
         if code is not None:  # python -c: no file, so nothing to edit and resume
             typed, path, source = "-c", INLINE_PATH, code
         else:
@@ -87,6 +90,7 @@ class ScriptVerbs:
             "argv0": script.argv0 or None,
             "module": script.module or None,
             "stop_in_tests": self._stop_in_tests,
+            "every_hit": self._every_hit,
         }
         return self._driver.run(msg)
 
@@ -140,7 +144,9 @@ class ScriptVerbs:
             "modules": modules,
         }
         where = _where_now(script, node)
-        self._outbox.emit(Resuming(node.id, where if node.entry else f"after {where}", skipped))
+        since = itertools.takewhile(lambda n: n.id != node.id, tree.chain(driver.position.current))
+        again = driver.position.skipped + sum(n.skipped for n in since)  # hits that took no checkpoint
+        self._outbox.emit(Resuming(node.id, where if node.entry else f"after {where}", skipped, again))
         if node.entry and (calls := old_calls(tree, node)) is not None:
             self._outbox.emit(OldCallsRan(calls.function, calls.calls, calls.redo_from))
         result = driver.replace_head(node, resume=directive)
