@@ -354,12 +354,19 @@ def _wait_for_restore(attach: str, secret: str) -> Channel:
 
 
 def _fork_head(ch: Channel, fg_pgid: int, saved: _Saved) -> bool:
-    """Fork twice so the new head is reparented to the controller; True in that head.
+    """Fork a new head that is the controller's child; True in that head. A sibling of this
+    checkpoint where ``forks.fork_sibling`` can make one, else a double fork (the middle exits,
+    the head is reparented to the controller, our subreaper).
 
     A restored checkpoint lives in a PID namespace of its own, where an orphan goes to the
     namespace's init and not to the controller, so it forks once (its head stays its child,
     and it reaps it): a fork of its memory, restored on 4 KiB pages, costs about 25 ms per GB."""
     origin = self_pid()
+    if not _restored and (sibling := forks.fork_sibling()) is not None:  # one fork, not two
+        if sibling:
+            return False
+        _become_head(ch, fg_pgid, saved, origin)
+        return True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         middle = forks.fork()
