@@ -41,6 +41,10 @@ tour: install
 	$(BIN)/python examples/shell_tour.py
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/shell_latency.py --plot docs/shell_latency.png
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/hot_site.py
 	$(BIN)/python bench/checkpoint.py
 	$(BIN)/python bench/cow.py
 	$(BIN)/python bench/run_overhead.py

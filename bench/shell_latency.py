@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="forkpoint,python -i,ipython")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--plot", help="draw the curves into this PNG (needs matplotlib)")
+    ap.add_argument("--before", help="a --json file of an earlier forkpoint, drawn dashed in the plot")
     args = ap.parse_args()
     results: dict[str, dict[str, dict[int, float]]] = {}
     forks: dict[str, tuple[float, float]] = {}
@@ -198,24 +199,38 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"curves": results, "forks_ms": forks}, indent=1))
     if args.plot:
-        plot(results, Path(args.plot))
+        before = json.loads(Path(args.before).read_text())["curves"] if args.before else {}
+        plot(results, Path(args.plot), before)
 
 
-def plot(results: dict[str, dict[str, dict[int, float]]], out: Path) -> None:
+def plot(
+    results: dict[str, dict[str, dict[int, float]]], out: Path, before: dict[str, dict[str, dict[str, float]]]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colors = {"0": "tab:green", "1G": "tab:blue", "4G": "tab:red"}
+    for size_text, by_kind in before.items():
+        pts = by_kind.get("forkpoint")
+        if pts:
+            xs = [int(p) for p in pts]
+            ax.plot(xs, list(pts.values()), "--", marker="x", ms=4, color=colors.get(size_text),
+                    label=f"forkpoint before, head {size_text}")  # fmt: skip
     for size_text, by_kind in results.items():
         for kind, pts in by_kind.items():
-            style = "-" if kind == "forkpoint" else ":"
-            ax.plot(list(pts), list(pts.values()), style, marker="o", ms=3, label=f"{kind}, head {size_text}")
+            if kind == "forkpoint":
+                style, color = "-", colors.get(size_text)
+            else:
+                style, color = ":", None
+            label = f"{kind}{' now' if kind == 'forkpoint' and before else ''}, head {size_text}"
+            ax.plot(list(pts), list(pts.values()), style, marker="o", ms=3, color=color, label=label)
     ax.set_xlabel("checkpoints taken (inputs)")
-    ax.set_ylabel("round trip of `pass`, ms (median)")
+    ax.set_ylabel("round trip of `pass` in a pty, ms (median)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -464,7 +464,8 @@ def test_pools_made_before_a_checkpoint_never_hang_after_a_rewind(tmp_path: Path
         for pool in ("p.map(abs, [-1])", "q.map(abs, [-1])", "x.submit(abs, -1).result()"):
             said = t.run(pool, timeout=10)
             assert "was made before the checkpoint this process was rewound to" in said, said
-        assert t.run("ThreadPool(2).map(abs, [-5])", timeout=10).strip() == "[5]"
+        # (its dropped pool's threads may still be ending at the checkpoint: a notice may follow)
+        assert t.run("ThreadPool(2).map(abs, [-5])", timeout=10).splitlines()[0] == "[5]"
         # Quit, not a terminal closed at once: the pools' worker processes (the first head's) are
         # ended by the controller's teardown, which a SIGKILL right after SIGHUP would cut short.
         t.finish(":quit")
