@@ -107,7 +107,10 @@ class Reaper:
             if pid in self.statuses:
                 return self.statuses.pop(pid)
             if not is_alive(pid):
-                return None
+                # It may have become a zombie between the reap and this look: reap once more
+                # (a status lost here made a SIGKILLed head's death "unknown" on a busy machine).
+                self.reap()
+                return self.statuses.pop(pid, None)
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.001)
