@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from forkpoint.agent import native
+
 __all__ = ["fork", "fork_sibling", "is_users_child", "watch_connection"]
 
 _ours = False  # set around the agent's own forks
@@ -24,8 +26,10 @@ _users_child = False
 
 
 def fork() -> int:
-    """``os.fork()`` for the agent itself: its child keeps the connection."""
+    """``os.fork()`` for the agent itself: its child keeps the connection. Native runtimes
+    whose pools a fork breaks release their workers first (``native``)."""
     global _ours
+    native.before_fork()
     _ours = True
     try:
         return os.fork()
@@ -49,6 +53,7 @@ def fork_sibling() -> int | None:
     tid_at = _tid_address()
     if tid_at is None:
         return None
+    native.before_fork()
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     _ours = True
