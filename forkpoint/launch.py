@@ -33,8 +33,6 @@ class Place:
 
     def close(self) -> None:
         """Undo all of it (the controller never adopted it): kill the head, remove the dirs."""
-        import shutil
-
         if self.head is not None:
             try:
                 os.kill(self.head, 9)
@@ -42,10 +40,17 @@ class Place:
             except (ProcessLookupError, ChildProcessError):
                 pass
         self.listener.close()
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove the runtime dir (and a root of our own), then drop the lock: last, so no
+        other forkpoint's sweep takes the dir for a dead one's while it is still ours."""
+        import shutil
+
         shutil.rmtree(self.rundir, ignore_errors=True)
-        os.close(self.lock)
         if self.own_root is not None:
             shutil.rmtree(self.own_root, ignore_errors=True)
+        os.close(self.lock)
 
 
 def prepare() -> Place:

@@ -16,7 +16,6 @@ Errors the user can act on are ``ForkpointError``; everything else is an interna
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
@@ -47,11 +46,11 @@ from forkpoint.controller.scripts import ScriptVerbs
 from forkpoint.controller.supervisor import Supervisor
 from forkpoint.errors import ForkpointError, Reason
 from forkpoint.launch import Place
+from forkpoint.protocol import Message
+from forkpoint.tree import Checkpoint, CheckpointView, TreeView
 
 if TYPE_CHECKING:
     from forkpoint.controller.sessions import SessionKeeper
-from forkpoint.protocol import Message
-from forkpoint.tree import Checkpoint, CheckpointView, TreeView
 
 MAX_LABEL = 80  # characters: a label is shown in listings and hints
 
@@ -91,9 +90,7 @@ class Controller:
         self._launched = launched  # the place (and first head) the CLI made before importing us
         self.events: list[Event] = []
         self._restore = restore  # start from this saved session instead of a fresh interpreter
-        self._rundir: str | None = None
-        self._rundir_lock: int | None = None  # held while the runtime dir is ours (leftovers)
-        self._own_root: str | None = None  # a root of our own, when the shared one was not ours
+        self._place: Place | None = None  # the runtime dir, its lock and socket, once started
         deliver = on_event or self.events.append
         self._pipes = OutputPipes(deliver) if output is Output.PIPES else None
         self._stdio = self._pipes.stdio if self._pipes is not None else stdio
@@ -127,7 +124,7 @@ class Controller:
 
             stdio = lambda: self._stdio or (0, 1, 2)  # noqa: E731
             self._keeper = SessionKeeper(self._pool, self._hub, self._supervisor, stdio, self._lazy)
-            self._keeper.rundir = self._rundir or ""
+            self._keeper.rundir = self._place.rundir if self._place is not None else ""
         return self._keeper
 
     def _verified(self) -> None:
@@ -161,13 +158,12 @@ class Controller:
         saved session given to the constructor)."""
         self._supervisor.become_subreaper()
         place, self._launched = self._launched or launch.prepare(), None
-        self._rundir, self._rundir_lock, self._own_root = place.rundir, place.lock, place.own_root
+        self._place = place
         if place.own_root is not None:
             self._outbox.emit(RuntimeDirRefused(place.refused, place.own_root))
         if place.head is not None:
             self._supervisor.watch(place.head)
         leftovers.sweep(os.path.dirname(place.rundir), Path(paths.data_dir(), "sessions"))  # of killed ones
-        rundir = place.rundir
         self._hub.adopt(place.listener, place.socket_path)
         if self._restore is not None:
             session = self._sessions.open(self._restore)
@@ -182,7 +178,7 @@ class Controller:
             pid = place.head or self._supervisor.spawn_agent(self.python, place, self._stdio)
             self._head.start(pid)
         except ForkpointError:
-            raise ForkpointError(self._supervisor.why_no_agent(self.python, rundir)) from None
+            raise ForkpointError(self._supervisor.why_no_agent(self.python, place.rundir)) from None
         result = self.execute("")
         if result.status is not Status.OK:
             raise ForkpointError("the Python process did not start.", result.traceback)
@@ -198,15 +194,9 @@ class Controller:
         if self._pipes is not None:
             self._pipes.close()
             self._pipes = None
-        if self._rundir is not None:
-            shutil.rmtree(self._rundir, ignore_errors=True)
-            self._rundir = None
-        if self._rundir_lock is not None:
-            os.close(self._rundir_lock)
-            self._rundir_lock = None
-        if self._own_root is not None:
-            shutil.rmtree(self._own_root, ignore_errors=True)
-            self._own_root = None
+        if self._place is not None:  # its listener went with the hub
+            self._place.remove()
+            self._place = None
         if self._keeper is not None:
             self._keeper.close()
 
@@ -352,9 +342,9 @@ class Controller:
         user's); with ``code``, that string runs as ``python -c`` runs it. On an error the head
         stays in post-mortem (``pm_exec``, ``frame``) until ``resume``. With ``stop_in_tests``
         a pytest run stops at its first failing test as at an uncaught error, with a checkpoint
-        before each test to resume from. A site inside a function takes a checkpoint at a hit
-        only once enough work has run since the last one (about 20 times its pause), unless
-        ``every_hit``."""
+        before each test to resume from. A site inside a function checkpoints its first hit,
+        then a hit only once enough work has run since the last checkpoint (``agent/pacing``:
+        about 40 times its pause), unless ``every_hit``."""
         return self._scripts.run(path, argv, entries, lines, watch, module, code, stop_in_tests, every_hit)
 
     def script_ended(self) -> int:
