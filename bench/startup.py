@@ -15,31 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-CPU = """
-def collatz(n):
-    steps = 0
-    while n != 1:
-        n = n // 2 if n % 2 == 0 else 3 * n + 1
-        steps += 1
-    return steps
-
-import sys
-limit = int(sys.argv[1])
-best = max(range(1, limit), key=collatz)
-print(best)
-"""
-
-
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
+from run_overhead import SCRIPT as CPU  # the same CPU-bound script, in one place
+from run_overhead import timed
 
 
 def alternate(cases: dict[str, list[str]], rounds: int, env: dict[str, str]) -> dict[str, float]:

@@ -38,9 +38,10 @@ CHILD = textwrap.dedent(
 def test_a_sibling_is_a_child_of_our_parent_with_a_working_interpreter() -> None:
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate(timeout=30)
-    _, status = os.waitpid(-1, 0)  # the sibling is our child, so ours to reap
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
     sibling, me, parent = (int(x) for x in lines["PARENT"])
+    _, status = os.waitpid(sibling, 0)  # the sibling is our child, so ours to reap (by its pid:
+    # orphans of earlier tests come to this process too, a subreaper)
     assert parent == os.getpid() and sibling not in (0, me)
     pid, ppid, same_tid, reseeded = lines["CHILD"]
     assert int(pid) == sibling and int(ppid) == os.getpid()  # a sibling of the caller, not its child
