@@ -5,7 +5,9 @@ Run: ``make bench`` (or ``.venv/bin/python bench/checkpoint.py [--sizes 100M,1G]
 * checkpoint latency: how long user code is paused by ``forkpoint.checkpoint()``, measured
   inside the head, next to a bare ``os.fork()`` (child ``_exit``s at once) of the same
   process, interleaved in the same run; medians and the ratio.
-* rewind latency: ``Controller.rewind(id)`` from call to new head ready, in the controller.
+* rewind latency: ``Controller.rewind(id)`` from call to new head ready, in the controller,
+  against a bare fork of the head until its child runs its first line (``fork,up``: the
+  child writes the time to a pipe), the floor of any rewind, and against fork+exit.
 * memory held: after the head dirties 10 MB and 100 MB, the USS of the checkpoint taken just
   before (what freeing it would give back), its page tables (VmPTE, not in USS), and the ratio
   to the bytes dirtied.
@@ -39,8 +41,18 @@ DIRTY = {
     "objects": "state[: {n} // 100] = [(float(-i), -i) for i in range({n} // 100)]\n",
 }
 LATENCY = """
-import forkpoint, os, time
+import forkpoint, os, struct, time
 _r, _w = os.pipe()
+_ur, _uw = os.pipe()
+def _up():
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.write(_uw, struct.pack("d", time.perf_counter()))
+        os._exit(0)
+    took = struct.unpack("d", os.read(_ur, 8))[0] - t0
+    os.waitpid(pid, 0)
+    return took
 def _bare(keep):
     t0 = time.perf_counter()
     pid = os.fork()
@@ -52,7 +64,7 @@ def _bare(keep):
     if not keep:
         os.waitpid(pid, 0)
     return took, pid
-_exit, _kept, _pids, _cp = [], [], [], []
+_exit, _kept, _pids, _cp, _upt = [], [], [], [], []
 for _ in range({repeat}):  # interleaved: each sees the same processes sharing the pages
     _exit.append(_bare(False)[0])
     time.sleep(0.01)
@@ -63,6 +75,8 @@ for _ in range({repeat}):  # interleaved: each sees the same processes sharing t
     t0 = time.perf_counter()
     forkpoint.checkpoint()
     _cp.append(time.perf_counter() - t0)
+    time.sleep(0.01)
+    _upt.append(_up())
     time.sleep(0.01)
 os.write(_w, b"x" * {repeat})
 for pid in _pids:
@@ -91,7 +105,7 @@ def latency(kind: str, size: int, repeat: int) -> dict[str, float]:
         ok(c, SETUP[kind].format(size=size))
         out = {"build": time.perf_counter() - t0}
         ok(c, LATENCY.format(repeat=repeat))
-        for name in ("cp", "exit", "kept"):
+        for name in ("cp", "exit", "kept", "upt"):
             out[name] = statistics.median(values(c, f"_{name}"))
         base = ok(c, "pass")
         rewinds = []
@@ -130,7 +144,7 @@ def main() -> None:
         print(f.read().strip())
     header = (
         f"{'kind':7} {'size':>5} {'head':>8} | {'checkpoint':>9} {'fork+exit':>9} {'ratio':>5} "
-        f"{'fork,kept':>9} {'ratio':>5} | {'rewind':>8} | "
+        f"{'fork,kept':>9} {'ratio':>5} | {'rewind':>8} {'fork,up':>9} {'ratio':>5} {'/exit':>5} | "
         f"{'held after 10 MB':>22} | {'held after 100 MB':>22}"
     )
     print(header)
@@ -148,7 +162,8 @@ def main() -> None:
             print(
                 f"{kind:7} {text:>5} {r['rss'] / MB:5.0f} MB | {ms(r['cp'])} {ms(r['exit'])} "
                 f"{r['cp'] / r['exit']:5.2f} {ms(r['kept'])} {r['cp'] / r['kept']:5.2f} | "
-                f"{ms(r['rewind'])} | "
+                f"{ms(r['rewind'])} {ms(r['upt'])} {r['rewind'] / r['upt']:5.2f} "
+                f"{r['rewind'] / r['exit']:5.2f} | "
                 f"{cells[0]:>22} | {cells[1]:>22}",
                 flush=True,
             )

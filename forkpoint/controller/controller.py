@@ -268,8 +268,9 @@ class Controller:
         before = position.checkpoint if position.state is HeadState.IDLE else None
         # A script's head stays at the checkpoint (status paused) until resume.
         pause = {"pause": True} if self.script is not None and node.site is not None else None
-        written = self._written_since(node) if before is not None else []
-        continued = self._driver.replace_head(node, resume=pause)
+        written: list[str] = []
+        ask = (lambda: written.extend(self._written_since(node))) if before is not None else None
+        continued = self._driver.replace_head(node, resume=pause, meanwhile=ask)
         if written:
             self._outbox.emit(FilesNotRewound(node.id, tuple(written)))
         position.remember(before)
@@ -277,16 +278,15 @@ class Controller:
 
     def _written_since(self, node: Checkpoint) -> list[str]:
         """Files the head opened for writing since the branch it is on parted from ``node``'s:
-        a rewind does not undo them. Asked of the idle head before it is replaced."""
+        a rewind does not undo them. Asked of the idle head while ``node`` forks its
+        replacement; a head that does not answer has named nothing."""
         tree = self._pool.tree
         mine = set(tree.ancestors(self.current))
         parted = next((n for n in tree.chain(node.id) if n.id in mine), node)
-        try:
-            reply = self._driver.request(
-                {"op": "files_written", "since": parted.created}, "written", timeout=5
-            )
-        except ForkpointError:
+        head = self._driver.head
+        if not head.send({"op": "files_written", "since": parted.created}):
             return []
+        reply = self._driver.await_reply("written", timeout=5)
         return [str(p) for p in reply["paths"]] if reply is not None else []
 
     def undo(self) -> Rewound:

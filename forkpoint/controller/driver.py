@@ -187,10 +187,16 @@ class Driver:
 
     # ----------------------------------------------------------------- moving the head
 
-    def replace_head(self, target: Checkpoint, resume: Message | None = None) -> ExecResult | None:
-        """Kill the head and fork a new one from ``target``; run on if it was mid-input."""
-        self.head.kill(wait=False)
-        self.head.fork_from(target, resume, os.getpgrp())
+    def replace_head(
+        self,
+        target: Checkpoint,
+        resume: Message | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> ExecResult | None:
+        """Replace the head with a fork of ``target`` (see ``HeadLink.fork_from``); run on if
+        it was mid-input. The head is waiting when this is called (the controller is not
+        awaiting it), so it can live on until the new one is up."""
+        self.head.fork_from(target, resume, os.getpgrp(), meanwhile)
         self.position.passed(target.id)
         if target.at_rest:
             self.position.settle(HeadState.IDLE)
@@ -200,8 +206,8 @@ class Driver:
 
     def roll_back(self, cid: int) -> int:
         """Put a head back at ``cid`` or, if that checkpoint is gone, the nearest ancestor
-        taken between inputs that can still be forked."""
-        self.head.kill(wait=False)
+        taken between inputs that can still be forked. The head it replaces (one that failed
+        an input, or none) is killed once the new one is up, or when none can be."""
         for node in self.pool.tree.chain(cid):
             if not node.usable or not node.at_rest:
                 continue
@@ -211,6 +217,7 @@ class Driver:
                 continue
             self.position.settle(HeadState.IDLE, node.id)
             return node.id
+        self.head.kill(wait=False)
         raise ForkpointError("every checkpoint on this branch is gone; nothing to rewind to.")
 
     def require_head(self) -> HeadLink:

@@ -160,22 +160,38 @@ class HeadLink:
         arrival = self._hub.await_arrival(lambda h: h["role"] == "head" and h["pid"] == pid, pid)
         self.attach(pid, arrival.channel)
 
-    def fork_from(self, node: Checkpoint, resume: Message | None, fg_pgid: int) -> None:
-        """A new head forked from ``node`` (which must be parked). A checkpoint on disk that is
-        restored lazily becomes the head itself and stays on disk: a fork would have the
-        lazy-pages daemon fill the memory of both, one copy each, and the next use restores it
-        again (a fraction of a second)."""
+    def fork_from(
+        self,
+        node: Checkpoint,
+        resume: Message | None,
+        fg_pgid: int,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
+        """A new head forked from ``node`` (which must be parked) replaces this one.
+
+        The head it replaces is killed once the new one has said hello, not before: its
+        teardown (unmapping a big process costs about what forking it does) would compete
+        with the fork for the CPU and for the same pages' counts, and if the fork fails the
+        user keeps the head they had. ``meanwhile`` runs while the checkpoint forks, the old
+        head still attached (a question for it costs the rewind nothing).
+
+        A checkpoint on disk that is restored lazily becomes the head itself and stays on
+        disk: a fork would have the lazy-pages daemon fill the memory of both, one copy each,
+        and the next use restores it again (a fraction of a second)."""
         become = node.state is CheckpointState.LAZY_ON_DISK
         op = "become_head" if become else "fork_head"
         self._pool.send(node, {"op": op, "fg_pgid": fg_pgid, "resume": resume})
         if become:
             self._pool.release(node)
+        if meanwhile is not None:
+            meanwhile()
         try:
             arrival = self._hub.await_arrival(
                 lambda h: h["role"] == "head" and h["origin"] == node.pid, node.pid
             )
         except ForkpointError:
             self._pool.lost(node)
+        self.kill(wait=False)
         self.attach(int(arrival.hello["pid"]), arrival.channel)
         files = arrival.hello.get("files")
         if isinstance(files, dict):
