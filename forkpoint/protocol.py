@@ -48,6 +48,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "origin": _OPT_INT,
         "secret": _OPT_STR,
         "files": (dict, type(None)),  # a new head: files it cut back to the checkpoint, or could not
+        "pools": (list, type(None)),  # a new head: native pools it lost for good (agent/native.py)
     },
     "taken": {
         "pid": _INT,
@@ -63,7 +64,12 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     },
     # kind: swapped, threads, cuda, no_checkpoint (names: what it concerns); text: from an
     # agent of an older forkpoint, which said its notices in words
-    "notice": {"kind": _OPT_STR, "names": (list, type(None)), "text": _OPT_STR},
+    "notice": {
+        "kind": _OPT_STR,
+        "names": (list, type(None)),
+        "text": _OPT_STR,
+        "pools": (list, type(None)),  # threads: native pools loaded (a thread inside one defeats its reset)
+    },
     "module": {"name": _STR, "path": _STR, "source": _STR},
     "candidate": {"pid": _INT, "ask": _INT},
     "result": {

@@ -43,6 +43,8 @@ _HINTS = {
 NOTICES = (
     ev.CodeSwapped,
     ev.ThreadsLeftOut,
+    ev.UnsafePool,
+    ev.StalledInPool,
     ev.CudaInUse,
     ev.NoCheckpoint,
     ev.FilesRewound,
@@ -135,10 +137,29 @@ def event_text(event: ev.Event) -> str:
             return f"refused a connection from uid {uid} (pid {pid})"
         case ev.CodeSwapped(functions):
             return f"new code for {', '.join(functions)}"
-        case ev.ThreadsLeftOut(threads):
+        case ev.ThreadsLeftOut(threads, pools):
+            inside = (
+                f"; if one is inside {' or '.join(pools)} when a checkpoint is taken, a rewound head "
+                "may run that library single-threaded or wait in it for good"
+                if pools
+                else ""
+            )
             return (
                 f"threads {', '.join(threads)} are running: checkpoints hold only the thread that "
-                "takes them, so a rewound head runs without them."
+                f"takes them, so a rewound head runs without them{inside}."
+            )
+        case ev.UnsafePool(pool):
+            return (
+                f"{pool}'s thread pool is running, and no fork copies it: in a head rewound to this "
+                f"checkpoint or a later one, {pool} waits forever at its next call (the rest runs). "
+                f"Run the {pool} work in a subprocess (multiprocessing's spawn start method), or "
+                "keep its results as numpy or pandas and call it no more after a rewind."
+            )
+        case ev.StalledInPool(pools, seconds):
+            return (
+                f"this input has used no CPU for {seconds:.0f} s, in a head that lost "
+                f"{' and '.join(pools)}'s thread pool with the fork: it is most likely waiting there "
+                "for good. Ctrl-C twice kills the head and rolls back."
             )
         case ev.CudaInUse():
             return (

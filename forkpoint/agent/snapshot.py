@@ -38,7 +38,7 @@ from typing import Any
 
 # Imported up front, not when first needed: a restored process may find the path it was
 # imported from gone (another interpreter imports forkpoint from the controller's runtime dir).
-from forkpoint.agent import forks, lost_threads, process_state, questions, saved_tree
+from forkpoint.agent import forks, lost_threads, native, process_state, questions, saved_tree
 from forkpoint.agent import rng as rng_at_fork
 from forkpoint.channel import Channel, connect
 from forkpoint.protocol import HEADER, PROTOCOL_VERSION, Message
@@ -111,7 +111,7 @@ def _hello(role: str, origin: int | None, secret: str | None = None) -> dict[str
     return msg
 
 
-def notify(kind: str, names: Sequence[str] = (), once: str | None = None) -> None:
+def notify(kind: str, names: Sequence[str] = (), once: str | None = None, pools: Sequence[str] = ()) -> None:
     """Have the front end show a notice (``kind`` with its ``names``: data, the front end
     says it in words); with ``once``, at most once per key.
 
@@ -125,7 +125,10 @@ def notify(kind: str, names: Sequence[str] = (), once: str | None = None) -> Non
     if _link is None:
         return
     process_state.flush()
-    if _link.channel.send({"op": "notice", "kind": kind, "names": list(names)}):
+    msg: dict[str, Any] = {"op": "notice", "kind": kind, "names": list(names)}
+    if pools:
+        msg["pools"] = list(pools)
+    if _link.channel.send(msg):
         try:
             _link.channel.recv(timeout=NOTICE_TIMEOUT)  # "noted", or None when the controller is gone
         except TimeoutError:
@@ -170,6 +173,8 @@ def take(
     if nvidia:
         _warn_cuda()
     threads = _warn_threads()
+    for pool in native.unsafe_pools():
+        notify("unsafe_pool", [pool], once=f"pool:{pool}")
     rng = None if rng_at_fork.in_child else rng_at_fork.state()
     if label is None and site is None and entry is None and not called and not outer:
         tail = _PLAIN_TAIL[at_rest]
@@ -400,6 +405,8 @@ def _become_head(ch: Channel, fg_pgid: int, saved: _Saved, origin: int) -> None:
     forks.watch_connection(new.fileno())
     lost_threads.guard()  # pools made before the checkpoint lost their threads with the fork
     hello = _hello("head", origin)
+    if pools := native.carried():
+        hello["pools"] = list(pools)  # pools this head has lost for good: a stall in one is explained
     if rewound or kept:
         hello["files"] = {"rewound": rewound, "kept": kept}  # told with the hello: nothing waits
     new.send(hello)
@@ -440,6 +447,6 @@ def _warn_threads() -> bool:
     """Say once which other threads are alive (they are not in a checkpoint); True if any."""
     others = process_state.other_threads()
     if others:
-        names = sorted(others)
-        notify("threads", names, once=f"threads:{','.join(names)}")
+        names, pools = sorted(others), native.pools_loaded()
+        notify("threads", names, once=f"threads:{','.join(names)}:{','.join(pools)}", pools=pools)
     return bool(others)

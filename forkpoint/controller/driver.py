@@ -20,6 +20,7 @@ from forkpoint.controller.head import HeadLink
 from forkpoint.controller.interrupts import Action, Interrupts, counting_sigint
 from forkpoint.controller.pool import CheckpointPool
 from forkpoint.controller.results import ExecResult, Status
+from forkpoint.controller.stall import StallWatch
 from forkpoint.controller.supervisor import Death, DeathKind, Supervisor
 from forkpoint.errors import ForkpointError
 from forkpoint.protocol import Message
@@ -85,6 +86,7 @@ class Driver:
         self._outbox = outbox
         self._is_script = is_script
         self._interrupts = Interrupts()
+        self._stall = StallWatch()
         # Run before the head is used (a restored session's check behind a lazy restore).
         self.before_use: Callable[[], None] = lambda: None
         self._inputs = 0
@@ -116,8 +118,9 @@ class Driver:
         """Wait for the running input's result and settle the head accordingly."""
         interrupts = self._interrupts
         interrupts.reset()
+        self._stall.start(self.head.pid, self.head.pools, time.monotonic())
         with counting_sigint(interrupts):
-            reply = self.await_reply("result", between=self._on_interrupts)
+            reply = self.await_reply("result", between=self._while_running)
         position = self.position
         if reply is None:
             death = self.head.bury()
@@ -143,6 +146,11 @@ class Driver:
             return ExecResult(status, traceback=reply["traceback"])
         target = self.roll_back(self.pool.tree.at_rest_base(position.current))
         return ExecResult(status, traceback=reply["traceback"], rolled_back_to=target)
+
+    def _while_running(self) -> None:
+        self._on_interrupts()
+        if (stalled := self._stall.step(time.monotonic())) is not None:
+            self._emit(stalled)
 
     def _on_interrupts(self) -> None:
         action = self._interrupts.step(time.monotonic())

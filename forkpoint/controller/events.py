@@ -39,6 +39,8 @@ __all__ = [
     "StartingOver",
     "Stream",
     "ThreadsLeftOut",
+    "UnsafePool",
+    "StalledInPool",
 ]
 
 
@@ -112,9 +114,29 @@ class CodeSwapped:
 
 @dataclass(frozen=True)
 class ThreadsLeftOut:
-    """Other threads were running when a checkpoint was taken: it holds only the one that took it."""
+    """Other threads were running when a checkpoint was taken: it holds only the one that took
+    it. ``pools``: native pools loaded that the agent resets before a fork, which a thread
+    inside one at that moment defeats."""
 
     threads: tuple[str, ...]
+    pools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnsafePool:
+    """A native thread pool that no fork keeps (polars') is running at a checkpoint: in a head
+    forked from it, or from any later one, the library waits forever at its next parallel call."""
+
+    pool: str
+
+
+@dataclass(frozen=True)
+class StalledInPool:
+    """The running input has used no CPU for a while in a head that lost ``pools`` (see
+    ``UnsafePool``): it is most likely waiting in one of them, for good."""
+
+    pools: tuple[str, ...]
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -204,6 +226,8 @@ Event = (
     | FilesNotRewound
     | CodeSwapped
     | ThreadsLeftOut
+    | UnsafePool
+    | StalledInPool
     | CudaInUse
     | NoCheckpoint
     | FilesRewound

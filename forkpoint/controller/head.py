@@ -24,6 +24,7 @@ from forkpoint.controller.events import (
     HeadNotice,
     NoCheckpoint,
     ThreadsLeftOut,
+    UnsafePool,
 )
 from forkpoint.controller.hub import Hub
 from forkpoint.controller.pool import CheckpointPool
@@ -44,7 +45,9 @@ def notice_event(msg: Message) -> Event:
     if kind == "swapped":
         return CodeSwapped(names)
     if kind == "threads":
-        return ThreadsLeftOut(names)
+        return ThreadsLeftOut(names, tuple(str(p) for p in msg.get("pools") or ()))
+    if kind == "unsafe_pool":
+        return UnsafePool(names[0] if names else "")
     if kind == "cuda":
         return CudaInUse()
     if kind == "no_checkpoint":
@@ -74,6 +77,7 @@ class HeadLink:
         self._channel: Channel | None = None
         self.gone = False
         self._reply: Message | None = None
+        self.pools: tuple[str, ...] = ()  # native pools this head lost for good (its hello's)
         hub.add_source(self)
 
     # ----------------------------------------------------------------- requests
@@ -154,6 +158,7 @@ class HeadLink:
     def attach(self, pid: int, channel: Channel) -> None:
         self._supervisor.watch(pid)
         self.pid, self._channel, self.gone, self._reply = pid, channel, False, None
+        self.pools = ()
 
     def start(self, pid: int) -> None:
         """The first head, spawned by the supervisor: wait for its hello."""
@@ -193,6 +198,7 @@ class HeadLink:
             self._pool.lost(node)
         self.kill(wait=False)
         self.attach(int(arrival.hello["pid"]), arrival.channel)
+        self.pools = tuple(str(p) for p in arrival.hello.get("pools") or ())
         files = arrival.hello.get("files")
         if isinstance(files, dict):
             rewound = tuple(str(p) for p in files.get("rewound") or ())
