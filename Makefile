@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/hot_site.py
 	$(BIN)/python bench/checkpoint.py
+	$(BIN)/python bench/native.py
 	$(BIN)/python bench/cow.py
 	$(BIN)/python bench/run_overhead.py
 	$(BIN)/python bench/fix_to_result.py
