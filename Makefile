@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml tools/get_criu.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,jupyter]'
 	$(BIN)/python tools/get_criu.py $(VENV)
 	touch $@
 

@@ -129,7 +129,31 @@ def _parser() -> argparse.ArgumentParser:
     remove = sub.add_parser("rm", help="delete a saved session")
     remove.add_argument("name")
     remove.set_defaults(func=_cmd_rm)
+    kernel = sub.add_parser("kernel", help="the Jupyter kernel: forkpoint kernel install")
+    kernel_sub = kernel.add_subparsers(dest="kernel_command", required=True, metavar="ACTION")
+    install = kernel_sub.add_parser("install", help='install the "Python (forkpoint)" kernelspec')
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for this user only (~/.local/share/jupyter)")
+    where.add_argument("--prefix", help="under this prefix (a virtualenv: --prefix $VIRTUAL_ENV)")
+    install.set_defaults(func=_cmd_kernel_install)
     return parser
+
+
+def _cmd_kernel_install(args: argparse.Namespace) -> int:
+    try:
+        from forkpoint.kernel import spec
+    except ImportError:
+        raise ForkpointError(
+            "the kernel needs the Jupyter packages.", "pip install 'forkpoint[jupyter]'"
+        ) from None
+    try:
+        folder = spec.install(user=args.user, prefix=args.prefix)
+    except ImportError:
+        raise ForkpointError(
+            "the kernel needs the Jupyter packages.", "pip install 'forkpoint[jupyter]'"
+        ) from None
+    print(f"installed the kernelspec {spec.NAME!r} in {folder}")
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

@@ -80,10 +80,13 @@ def _fresh_dir(parent: str, prefix: str) -> str:
     raise FileExistsError(f"no fresh name under {parent}")
 
 
-def spawn_agent(python: str, place: Place, stdio: tuple[int, int, int] | None) -> int:
-    """Start the first head, ``python -m forkpoint.agent``, told where the controller is."""
+def spawn_agent(python: str, place: Place, stdio: tuple[int, int, int] | None, pipes: bool = False) -> int:
+    """Start the first head, ``python -m forkpoint.agent``, told where the controller is (and,
+    with ``pipes``, that its fds 1 and 2 are the engine's pipes: see process_state.settle)."""
     env = agent_env(python, place.rundir)
     env.update(FORKPOINT_SOCKET=place.socket_path, FORKPOINT_CONTROLLER=str(os.getpid()))
+    if pipes:
+        env["FORKPOINT_OUTPUT"] = "pipes"
     actions = [] if stdio is None else [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
     argv = [python, "-m", "forkpoint.agent"]
     try:

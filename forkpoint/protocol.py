@@ -80,6 +80,15 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "skipped": _OPT_INT,  # a run's: hits that took no checkpoint since the last one
     },
     "completions": {"items": (list,)},
+    # a notebook head's rich output: display_data, update_display_data, execute_result,
+    # clear_output, error (data: ename, evalue, traceback); sent after its output is flushed
+    "display": {
+        "kind": _STR,
+        "data": (dict,),
+        "metadata": (dict, type(None)),
+        "transient": (dict, type(None)),
+    },
+    "input_request": {"prompt": _STR, "password": (bool,)},  # input() in a notebook head
     "written": {"paths": (list,)},  # reply: files the head opened for writing since ``since``
     "value": {"ok": (bool,), "text": _STR},
     "summary": {"names": (dict,), "ask": _INT},
@@ -107,6 +116,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "files_written": {"since": (int, float)},  # which files the head opened for writing since then
     "save": {"attach": _STR, "secret": _STR, "ask": _INT},
     "noted": {},
+    "input_reply": {"value": _OPT_STR},  # None: no answer (EOFError in the head)
+    # a notebook head's questions: complete, inspect, is_complete; answered with a value (JSON)
+    "shell_ask": {"kind": _STR, "code": _STR, "cursor_pos": _INT, "detail_level": _INT},
     "exit": {},
 }
 

@@ -293,16 +293,18 @@ def test_a_hot_site_is_spaced_out_and_resume_is_still_a_fresh_runs(script_run: R
     ~20 pauses of work, the skipped hits counted on the next checkpoint; the resume goes on from
     the latest one taken, says how many hits run again, and prints what a fresh run prints."""
     script = tmp_path / "hot.py"
-    script.write_text(HOT.format(fail=1500, n=2000, work=0.0001))
+    # 0.3 ms of work per hit: 0.45 s before the failure, room for two checkpoints even when a
+    # busy machine makes a pause 10 ms (at 0.1 ms, a pause over 4 ms left only the first)
+    script.write_text(HOT.format(fail=1500, n=2000, work=0.0003))
     result = script_run.c.run_script(str(script), [], lines=(4,))
     assert result.status == "error" and "ValueError: 1500" in (result.traceback or "")
     first = script_run.new_output()
     in_calls = [n for n in script_run.c.view().nodes.values() if n.entry == "step"]
-    assert 2 <= len(in_calls) < 150, len(in_calls)  # 1,501 hits at 0.1 ms each: not one fork each
+    assert 2 <= len(in_calls) < 150, len(in_calls)  # 1,501 hits at 0.3 ms each: not one fork each
     assert in_calls[0].call == 1 and [n.call for n in in_calls] == sorted(n.call for n in in_calls)
     for before, node in zip(in_calls, in_calls[1:], strict=False):
         assert node.skipped == node.call - before.call - 1  # each hit between two is counted
-    script.write_text(HOT.format(fail=-1, n=2000, work=0.0001))
+    script.write_text(HOT.format(fail=-1, n=2000, work=0.0003))
     resumed = script_run.c.resume()
     assert resumed.result.status == "exit"
     assert resumed.where.startswith("before line 4 in call ")

@@ -8,8 +8,10 @@ traceback); the head itself never dies from them.
 from __future__ import annotations
 
 import ast
+import importlib
 import linecache
 import os
+import signal
 import sys
 import traceback
 import types
@@ -17,20 +19,42 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from forkpoint import paths
-from forkpoint.agent import forks, namespace, opened, pacing, runner, snapshot
+from forkpoint.agent import forks, namespace, opened, pacing, process_state, runner, snapshot
 from forkpoint.protocol import Message
 
-__all__ = ["main", "run_input", "stop_at_failure"]
+__all__ = ["flush_stdio", "main", "run_input", "stop_at_failure", "use"]
+
+SETUP_PREFIX = "forkpoint."  # FORKPOINT_HEAD_SETUP names a module of ours, never the user's
 
 
 def main() -> None:
     """Entry point of ``python -m forkpoint.agent``, spawned by a controller."""
     path = os.environ.pop("FORKPOINT_SOCKET")
     controller = int(os.environ.pop("FORKPOINT_CONTROLLER"))
+    setup = os.environ.pop("FORKPOINT_HEAD_SETUP", "")
+    if os.environ.pop("FORKPOINT_OUTPUT", "") == "pipes":
+        process_state.use_pipes()
+    # Ctrl-C interrupts the user's code even where the controller's process ignores SIGINT
+    # (a Jupyter kernel does): an ignored signal stays ignored across exec, and Python then
+    # installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _fresh_main()
     opened.install(paths.cache_dir(), os.path.dirname(os.path.dirname(path)))  # the runtime root
     snapshot.activate(path, controller)
+    if setup.startswith(SETUP_PREFIX):  # a front end's head side (the notebook kernel's shell)
+        importlib.import_module(setup).setup()
     serve()
+
+
+def use(
+    runner: Callable[[str, str], tuple[str, str | None, int | None]],
+    handlers: dict[str, Callable[[Message], None]],
+) -> None:
+    """A front end's head side runs inputs its own way (``runner``, in place of
+    ``run_input``) and answers ops of its own; checkpoints, rewinds and roll-backs stay ours."""
+    global _runner
+    _runner = runner
+    _HANDLERS.update(handlers)
 
 
 def _fresh_main() -> None:
@@ -61,7 +85,7 @@ def serve() -> None:
 
 
 def _on_exec(msg: Message) -> None:
-    status, tb, code = run_input(msg["code"], msg["filename"])
+    status, tb, code = _runner(msg["code"], msg["filename"])
     pid = None
     if status == "ok":
         try:
@@ -92,7 +116,7 @@ def run_code(code: Any, ns: dict[str, Any]) -> tuple[str, str | None, int | None
         return _run_code(code, ns)
     finally:
         if forks.is_users_child():  # the user's code forked and this child came back here
-            _flush_stdio()
+            flush_stdio()
             os._exit(0)
 
 
@@ -104,7 +128,7 @@ def _run_code(code: Any, ns: dict[str, Any]) -> tuple[str, str | None, int | Non
     except runner.Finished:
         return "exit", None, 0
     except BaseException as exc:
-        _flush_stdio()
+        flush_stdio()
         if isinstance(exc, runner.RemainderFailed):
             error: BaseException = exc.error
             if isinstance(error, SystemExit):
@@ -114,7 +138,7 @@ def _run_code(code: Any, ns: dict[str, Any]) -> tuple[str, str | None, int | Non
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "error"
         return status, _format_user_exception(error), None
     finally:
-        _flush_stdio()
+        flush_stdio()
     return "ok", None, None
 
 
@@ -158,12 +182,15 @@ def _exit_code(code: object) -> int:
     return 1
 
 
-def _flush_stdio() -> None:
+def flush_stdio() -> None:
+    """Flush before a message (and, in pipes mode, wait until it has all been read: see
+    ``process_state.settle``)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
+    process_state.settle()
 
 
 def _on_eval(msg: Message) -> None:
@@ -222,7 +249,7 @@ def _pause(frame: types.FrameType) -> NoReturn:
         if not runner.is_passing(current):
             _paused.append(current)
         current = current.f_back
-    _flush_stdio()
+    flush_stdio()
     snapshot.channel().send(
         {"op": "result", "status": "paused", "checkpoint_pid": None, "traceback": None, "exit_code": None}
     )
@@ -247,7 +274,7 @@ def stop_at_failure(exc: BaseException, text: str, start: str | None = None) -> 
     sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, tb
     if sys.version_info >= (3, 12):
         sys.last_exc = exc
-    _flush_stdio()
+    flush_stdio()
     snapshot.channel().send(
         {"op": "result", "status": "error", "checkpoint_pid": None, "traceback": text, "exit_code": None}
     )
@@ -282,7 +309,7 @@ def _on_pm_exec(msg: Message) -> None:
     except BaseException as exc:
         tb = exc.__traceback__.tb_next if exc.__traceback__ else None
         ok, text = False, "".join(traceback.format_exception(type(exc), exc, tb))
-    _flush_stdio()
+    flush_stdio()
     snapshot.channel().send({"op": "value", "ok": ok, "text": text})
 
 
@@ -301,6 +328,7 @@ def _on_written(msg: Message) -> None:
     snapshot.channel().send({"op": "written", "paths": opened.since(float(msg["since"]))[:200]})
 
 
+_runner = run_input
 _HANDLERS: dict[str, Callable[[Message], None]] = {
     "files_written": _on_written,
     "run": _on_run,

@@ -11,7 +11,10 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import struct
 import sys
+import termios
+import time
 from typing import NamedTuple
 
 __all__ = [
@@ -127,6 +130,39 @@ def _is_nvidia(fd: int, st: os.stat_result) -> bool:
         return os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/nvidia")
     except OSError:
         return False
+
+
+_pipes = False  # fds 1 and 2 are the engine's pipes (a notebook kernel's head): see settle
+
+
+def use_pipes() -> None:
+    global _pipes
+    _pipes = True
+
+
+def settle() -> None:
+    """Flush, and in pipes mode wait (at most ``SETTLE_WAIT``) until the controller has read
+    all of fds 1 and 2: a message sent after this comes after everything printed before it,
+    C-level writes and child processes' included, and before anything printed after."""
+    flush()
+    if not _pipes:
+        return
+    deadline = time.monotonic() + SETTLE_WAIT
+    for fd in (1, 2):
+        while _unread(fd) > 0 and time.monotonic() < deadline:
+            time.sleep(0.0002)
+
+
+SETTLE_WAIT = 2.0
+
+
+def _unread(fd: int) -> int:
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except OSError:
+        return 0
 
 
 def flush() -> None:

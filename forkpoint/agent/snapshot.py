@@ -124,7 +124,7 @@ def notify(kind: str, names: Sequence[str] = (), once: str | None = None, pools:
         _told.add(once)
     if _link is None:
         return
-    process_state.flush()
+    process_state.settle()
     msg: dict[str, Any] = {"op": "notice", "kind": kind, "names": list(names)}
     if pools:
         msg["pools"] = list(pools)

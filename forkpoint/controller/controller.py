@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from forkpoint import launch, leftovers, paths
 from forkpoint.controller import memory
@@ -28,6 +28,7 @@ from forkpoint.controller.driver import Driver, HeadState
 from forkpoint.controller.events import Event, FilesNotRewound, Outbox, RuntimeDirRefused
 from forkpoint.controller.head import HeadLink
 from forkpoint.controller.hub import Hub
+from forkpoint.controller.notebook import AskInput, NotebookRelay
 from forkpoint.controller.output import OutputPipes
 from forkpoint.controller.pool import CheckpointPool
 from forkpoint.controller.results import (
@@ -85,6 +86,7 @@ class Controller:
         lazy: bool = False,
         output: Output = Output.TERMINAL,
         launched: Place | None = None,
+        on_input: AskInput | None = None,
     ) -> None:
         self.python = python or sys.executable
         self._launched = launched  # the place (and first head) the CLI made before importing us
@@ -97,9 +99,6 @@ class Controller:
         self._supervisor = Supervisor(reap_everything)
         self._outbox = Outbox(deliver, lambda: self._driver.position.state is not HeadState.IDLE)
         self._hub = Hub(self._supervisor, self._outbox.emit)
-        if self._pipes is not None:
-            for reader in self._pipes.readers:  # before the head's channel: output first
-                self._hub.add_source(reader)
         budget = memory_budget if memory_budget is not None else default_budget()
         self._pool = CheckpointPool(
             self._hub, self._supervisor, self._outbox.emit, budget, max(2, max_checkpoints)
@@ -108,9 +107,17 @@ class Controller:
         self._head = HeadLink(
             self._hub, self._supervisor, self._pool, handlers, self._outbox.emit, self._outbox.release
         )
+        if self._pipes is not None:
+            # After the head's channel: what the head printed before a message it has waited
+            # to see read (agent/process_state.settle), so pipe data still there when the
+            # message is read came after it.
+            for reader in self._pipes.readers:
+                self._hub.add_source(reader)
         self._driver = Driver(
             self._head, self._pool, self._supervisor, self._outbox, lambda: self.script is not None
         )
+        self._notebook = NotebookRelay(self._driver, self._outbox.emit, on_input)
+        handlers.update(self._notebook.handlers())
         self._scripts = ScriptVerbs(self._driver, self._outbox)
         self._lazy = lazy
         self._keeper: SessionKeeper | None = None  # made when a session is first saved or restored
@@ -175,7 +182,8 @@ class Controller:
                 self._scripts.script = Script.from_meta(session.script)
             return
         try:
-            pid = place.head or self._supervisor.spawn_agent(self.python, place, self._stdio)
+            pipes = self._pipes is not None
+            pid = place.head or self._supervisor.spawn_agent(self.python, place, self._stdio, pipes)
             self._head.start(pid)
         except ForkpointError:
             raise ForkpointError(self._supervisor.why_no_agent(self.python, place.rundir)) from None
@@ -257,6 +265,10 @@ class Controller:
         if reply is None:
             raise ForkpointError("the head did not answer.")
         return bool(reply["ok"]), str(reply["text"])
+
+    def ask_shell(self, kind: str, code: str, cursor_pos: int, detail_level: int = 0) -> dict[str, Any]:
+        """A notebook head's answer to ``kind`` (complete, inspect, is_complete) about ``code``."""
+        return self._notebook.ask(kind, code, cursor_pos, detail_level)
 
     # ----------------------------------------------------------------- moving around
 

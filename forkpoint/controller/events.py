@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from forkpoint.controller.resume_policy import Blocker
 from forkpoint.controller.supervisor import Death
@@ -34,6 +35,8 @@ __all__ = [
     "OldCallsRan",
     "Outbox",
     "Output",
+    "Display",
+    "DisplayKind",
     "ResumeBlocked",
     "Resuming",
     "StartingOver",
@@ -217,6 +220,25 @@ class Output:
     text: str
 
 
+class DisplayKind(Enum):
+    DISPLAY_DATA = "display_data"
+    UPDATE_DISPLAY_DATA = "update_display_data"
+    EXECUTE_RESULT = "execute_result"
+    CLEAR_OUTPUT = "clear_output"
+    ERROR = "error"  # data: ename, evalue, traceback (a list of lines, as IPython formats it)
+
+
+@dataclass(frozen=True)
+class Display:
+    """A notebook head's rich output (a mime bundle keyed by type, as Jupyter has it), in
+    order with its ``Output``: the head flushes its streams before it sends one."""
+
+    kind: DisplayKind
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    transient: dict[str, Any]
+
+
 Event = (
     Evicted
     | HeadDied
@@ -238,6 +260,7 @@ Event = (
     | StartingOver
     | OldCallsRan
     | Output
+    | Display
 )
 
 

@@ -209,9 +209,11 @@ class Supervisor:
         self.reaper.watch(pid)
         return pid
 
-    def spawn_agent(self, python: str, place: Place, stdio: tuple[int, int, int] | None) -> int:
+    def spawn_agent(
+        self, python: str, place: Place, stdio: tuple[int, int, int] | None, pipes: bool = False
+    ) -> int:
         """Start the first head (``launch.spawn_agent``), watched."""
-        pid = spawn_agent(python, place, stdio)
+        pid = spawn_agent(python, place, stdio, pipes)
         self.reaper.watch(pid)
         return pid
 

@@ -1,0 +1,235 @@
+"""The notebook kernel: a front end of the engine that speaks Jupyter's protocol.
+
+The process jupyter_client launches is this one, and it never forks: ZMQ sockets, tornado and
+ipykernel's threads do not survive a fork (ipykernel's own attempts to fork a kernel failed on
+exactly that), and jupyter_client restarts a kernel whose launched process dies, while every
+rewind replaces the head. So the kernel owns a ``Controller`` on its main thread, in pipes
+mode, and its head runs the cells in an IPython shell (``headshell``). Every cell that
+succeeds is a checkpoint; one that fails or is interrupted is rolled back, and says so under
+its traceback. A cell that is only the kernel's magics (``magics``) runs here and makes no
+checkpoint.
+
+Interrupts: the kernelspec's ``interrupt_mode`` is ``signal``, and jupyter_client signals the
+kernel's whole process group, the head included; the kernel ignores SIGINT between cells
+(ipykernel's app does) and counts it during one (the controller's Ctrl-C machine: the head is
+interrupted, a second interrupt kills it, and either way the cell is rolled back).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+from typing import Any
+
+from ipykernel.kernelbase import Kernel
+
+from forkpoint import __version__
+from forkpoint.controller import Controller
+from forkpoint.controller.controller import Output
+from forkpoint.controller.events import Display, DisplayKind, Event, Stream
+from forkpoint.controller.events import Output as Printed
+from forkpoint.controller.results import ExecResult, Status
+from forkpoint.errors import ForkpointError
+from forkpoint.kernel import magics
+from forkpoint.shell.messages import death_text, event_text
+
+__all__ = ["ForkpointKernel"]
+
+HEAD_SETUP = "forkpoint.kernel.headshell"
+INLINE = "module://matplotlib_inline.backend_inline"
+
+
+class ForkpointKernel(Kernel):
+    implementation = "forkpoint"
+    implementation_version = __version__
+    banner = "forkpoint: every cell is a checkpoint (%checkpoints, %rewind, %undo, %tree)"
+    language_info = {
+        "name": "python",
+        "version": sys.version.split()[0],
+        "mimetype": "text/x-python",
+        "codemirror_mode": {"name": "ipython", "version": 3},
+        "pygments_lexer": "ipython3",
+        "nbconvert_exporter": "python",
+        "file_extension": ".py",
+    }
+    help_links = [{"text": "forkpoint", "url": "https://github.com/forkpoint/forkpoint"}]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._allow_stdin = False
+        self._error: dict[str, Any] | None = None  # the failing cell's structured traceback
+        self.cells = magics.CellRuns()
+        self.controller = self._start()
+        atexit.register(self._stop)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # through atexit
+
+    def _start(self, restore: str | None = None) -> Controller:
+        os.environ["FORKPOINT_HEAD_SETUP"] = HEAD_SETUP
+        os.environ.setdefault("MPLBACKEND", INLINE)
+        controller = Controller(
+            output=Output.PIPES, on_event=self._on_event, on_input=self._on_input, restore=restore
+        )
+        controller.start()
+        return controller
+
+    def restore(self, name: str) -> None:
+        """Replace this kernel's checkpoints with saved session ``name``: its head and tree.
+        A name that is not saved changes nothing; one that fails to restore leaves a fresh
+        interpreter, and says why."""
+        from forkpoint.persist import store
+
+        if not store.exists(name):
+            raise ForkpointError(f'there is no saved session named "{name}" (%sessions lists them).')
+        self._stop()
+        self.cells = magics.CellRuns()
+        try:
+            self.controller = self._start(restore=name)
+        except ForkpointError:
+            self.controller = self._start()
+            raise
+
+    def _stop(self) -> None:
+        controller = getattr(self, "controller", None)
+        if controller is not None:
+            controller.close()
+
+    # ----------------------------------------------------------------- what the engine says
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Printed):
+            name = "stdout" if event.stream is Stream.STDOUT else "stderr"
+            self.send_response(self.iopub_socket, "stream", {"name": name, "text": event.text})
+        elif isinstance(event, Display):
+            self._on_display(event)
+        else:
+            self.say(f"forkpoint: {event_text(event)}\n", "stderr")
+
+    def _on_display(self, event: Display) -> None:
+        kind = event.kind
+        if kind is DisplayKind.ERROR:
+            self._error = dict(event.data)
+            return  # sent once the cell has ended, with where it was rolled back to
+        if kind is DisplayKind.CLEAR_OUTPUT:
+            self.send_response(self.iopub_socket, "clear_output", {"wait": bool(event.data.get("wait"))})
+            return
+        content: dict[str, Any] = {"data": event.data, "metadata": event.metadata}
+        if kind is DisplayKind.EXECUTE_RESULT:
+            content["execution_count"] = self.execution_count
+        else:
+            content["transient"] = event.transient
+        self.send_response(self.iopub_socket, kind.value, content)
+
+    def _on_input(self, prompt: str, password: bool) -> str | None:
+        if not self._allow_stdin:
+            return None
+        try:
+            return self.getpass(prompt) if password else self.raw_input(prompt)
+        except Exception:  # noqa: BLE001 - the front end went away, or took no input
+            return None
+
+    def say(self, text: str, name: str = "stdout") -> None:
+        self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
+
+    def say_html(self, html: str, text: str) -> None:
+        bundle = {"data": {"text/html": html, "text/plain": text}, "metadata": {}, "transient": {}}
+        self.send_response(self.iopub_socket, "display_data", bundle)
+
+    # ----------------------------------------------------------------- requests
+
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict[str, str] | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_meta: dict[str, Any] | None = None,
+        cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        self._allow_stdin = allow_stdin
+        try:
+            lines = magics.parse(code)
+            if lines is not None:
+                for line in lines:
+                    magics.run(self, line)
+                return self._ok()
+            if self.cells.autorewind and (before := self.cells.before(cell_id)) is not None:
+                self.controller.rewind(before)
+                self.say(
+                    f"forkpoint: this cell ran before; rewound to [{before}], where its last run began\n",
+                    "stderr",
+                )
+            start = self.controller.current
+            result = self.controller.execute(code)
+        except ForkpointError as exc:
+            return self._fail("ForkpointError", exc.message, [f"forkpoint: {exc.message}"])
+        if result.status is Status.OK:
+            self.cells.ran(cell_id, start)
+            return self._ok()
+        return self._failed(result)
+
+    def _ok(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "execution_count": self.execution_count,
+            "payload": [],
+            "user_expressions": {},
+        }
+
+    def _failed(self, result: ExecResult) -> dict[str, Any]:
+        error, self._error = self._error, None
+        if error is None:  # the head died, or failed outside IPython's reporting
+            text = (result.traceback or "").rstrip("\n")
+            if result.status is Status.DIED:
+                text = f"the head {death_text(result.death)}"
+            error = {"ename": result.status.value, "evalue": text, "traceback": text.splitlines()}
+        rolled = result.rolled_back_to
+        why = "interrupted; " if result.status is Status.INTERRUPTED else ""
+        where = [] if rolled is None else [f"forkpoint: {why}rolled back to [{rolled}]"]
+        return self._fail(str(error["ename"]), str(error["evalue"]), [*error["traceback"], *where])
+
+    def _fail(self, ename: str, evalue: str, traceback: list[str]) -> dict[str, Any]:
+        content = {"ename": ename, "evalue": evalue, "traceback": traceback}
+        self.send_response(self.iopub_socket, "error", content)
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
+        pos = len(code) if cursor_pos is None else cursor_pos
+        return self._ask(
+            "complete",
+            code,
+            pos,
+            {"matches": [], "cursor_start": pos, "cursor_end": pos, "metadata": {}, "status": "ok"},
+        )
+
+    async def do_inspect(  # type: ignore[override]
+        self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
+    ) -> dict[str, Any]:
+        return self._ask(
+            "inspect",
+            code,
+            cursor_pos,
+            {"status": "ok", "data": {}, "metadata": {}, "found": False},
+            detail_level,
+        )
+
+    async def do_is_complete(self, code: str) -> dict[str, Any]:  # type: ignore[override]
+        if magics.parse(code) is not None:
+            return {"status": "complete"}
+        return self._ask("is_complete", code, len(code), {"status": "unknown"})
+
+    def _ask(
+        self, kind: str, code: str, pos: int, fallback: dict[str, Any], detail: int = 0
+    ) -> dict[str, Any]:
+        try:
+            return self.controller.ask_shell(kind, code, pos, detail)
+        except ForkpointError:
+            return fallback
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        self._stop()
+        self.controller = None  # type: ignore[assignment]
+        return {"status": "ok", "restart": restart}

@@ -1,0 +1,182 @@
+"""The Jupyter kernel through jupyter_client, as a notebook drives it (issue 14): real kernel
+process, real head, real forks; what a notebook would show is what is checked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from kernel_client import Notebook, start
+from terminal import wait_until
+
+
+@pytest.fixture
+def nb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Notebook]:
+    yield from start(tmp_path, monkeypatch)
+
+
+def test_a_failing_cell_is_rolled_back_and_says_so_under_its_traceback(nb: Notebook) -> None:
+    assert nb.run("x = 1").ok
+    cell = nb.run("x += 1\nraise ValueError('boom')")
+    assert cell.reply["status"] == "error" and cell.reply["ename"] == "ValueError"
+    shown = cell.error["traceback"]
+    assert "boom" in "".join(shown) and "rolled back to [1]" in shown[-1]
+    assert nb.value("x") == "1"  # x += 1 ran, and is undone with the cell
+    assert cell.stream() == ""  # success says nothing; only the failure speaks
+
+
+def test_every_successful_cell_is_a_checkpoint_and_magics_make_none(nb: Notebook) -> None:
+    for code in ("a = 1", "a = 2", "a = 3"):
+        assert nb.run(code).ok
+    listed = nb.run("%checkpoints")
+    assert listed.ok and "a = 3" in listed.stream() and "a = 1" in listed.stream()
+    before = listed.stream().count("\n")
+    tree = nb.run("%tree")
+    html = tree.of("display_data")[0]["data"]["text/html"]
+    assert "<pre>" in html and "&lt;- head" in html
+    assert nb.run("%checkpoints").stream().count("\n") == before  # the magics took none
+    rewound = nb.run("%rewind -1")
+    assert rewound.ok and "rewound to [2]" in rewound.stream()
+    assert "rewound to [3]" in nb.run("%undo").stream()  # back to before the rewind
+    assert nb.run("%rewind 2").ok
+    assert nb.value("a") == "2"  # a cell: checkpoint [4], on a branch from [2]
+    assert "labelled [3] 'three'" in nb.run("%label three 3").stream()
+    diff = nb.run("%diff 1 three")
+    assert "~ a: 1 -> 3" in diff.stream()
+    assert "checkpoints:" in nb.run("%mem").stream()
+    bad = nb.run("%rewind 99")
+    assert bad.reply["status"] == "error" and "99" in bad.reply["evalue"]
+    mixed = nb.run("%rewind 1\nb = 2")  # with code: the head says the magic must be alone
+    assert mixed.reply["status"] == "error" and "alone" in "".join(mixed.error["traceback"])
+
+
+def test_autorewind_runs_an_edited_cell_once_and_keeps_the_other_branch(nb: Notebook) -> None:
+    assert nb.run("x = 0").ok
+    assert nb.run("x += 1", cell_id="inc").ok
+    assert nb.run("y = x * 10", cell_id="later").ok
+    assert "autorewind is on" in nb.run("%autorewind on").stream()
+    again = nb.run("x += 5", cell_id="inc")  # the edited cell: counts once, from where it began
+    assert again.ok and "rewound to [1]" in again.stream("stderr")
+    assert nb.value("x") == "5"
+    tree = nb.run("%tree").of("display_data")[0]["data"]["text/plain"]
+    assert "y = x * 10" in tree and "x += 5" in tree  # the later cell's run stays, on a branch
+    assert "├─" in tree or "└─" in tree
+
+
+def test_rich_output_in_order(nb: Notebook) -> None:
+    code = (
+        "from IPython.display import display, HTML\n"
+        "print('before', flush=True)\n"
+        "h = display(HTML('<b>one</b>'), display_id=True)\n"
+        "print('between')\n"
+        "h.update(HTML('<b>two</b>'))\n"
+        "42"
+    )
+    cell = nb.run(code)
+    assert cell.ok
+    kinds = [k for k, _ in cell.outputs]
+    assert kinds == ["stream", "display_data", "stream", "update_display_data", "execute_result"], kinds
+    shown = cell.of("display_data")[0]
+    updated = cell.of("update_display_data")[0]
+    assert shown["data"]["text/html"] == "<b>one</b>" and updated["data"]["text/html"] == "<b>two</b>"
+    assert shown["transient"]["display_id"] == updated["transient"]["display_id"]
+    assert cell.of("execute_result")[0]["data"]["text/plain"] == "42"
+    clear = nb.run("from IPython.display import clear_output\nprint('x')\nclear_output(wait=True)")
+    assert clear.of("clear_output") == [{"wait": True}]
+
+
+def test_a_matplotlib_figure_comes_inline_as_png(nb: Notebook) -> None:
+    pytest.importorskip("matplotlib")
+    cell = nb.run("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()")
+    assert cell.ok, cell.outputs
+    pngs = [d for d in cell.of("display_data") if "image/png" in d["data"]]
+    assert pngs and pngs[0]["data"]["image/png"].startswith("iVBOR")  # base64 of a PNG header
+
+
+def test_input_is_asked_of_the_notebook(nb: Notebook) -> None:
+    cell = nb.run("name = input('who? ')\nprint('hello', name)", stdin=["ada"])
+    assert cell.ok, cell.outputs
+    assert cell.of("input_request")[0]["prompt"] == "who? "
+    assert "hello ada" in cell.stream()
+    refused = nb.run("input()")  # no stdin: the head is told, as ipykernel does
+    assert refused.reply["status"] == "error"
+
+
+def test_completion_inspection_and_is_complete_from_the_live_namespace(nb: Notebook) -> None:
+    assert nb.run("import collections\nmy_variable = collections.OrderedDict()").ok
+    nb.kc.complete("my_va", 5)
+    reply = nb.kc.get_shell_msg(timeout=30)["content"]
+    assert "my_variable" in reply["matches"] and reply["cursor_start"] == 0
+    nb.kc.inspect("my_variable", 5)
+    reply = nb.kc.get_shell_msg(timeout=30)["content"]
+    assert reply["found"] and "OrderedDict" in reply["data"]["text/plain"]
+    nb.kc.is_complete("for i in range(3):")
+    assert nb.kc.get_shell_msg(timeout=30)["content"]["status"] == "incomplete"
+
+
+def test_interrupt_during_a_sleep_rolls_the_cell_back(nb: Notebook) -> None:
+    assert nb.run("x = 1").ok
+
+    def interrupt_once_asleep(kind: str, content: dict[str, object]) -> None:
+        if kind == "stream" and "sleeping" in str(content.get("text")):
+            nb.km.interrupt_kernel()
+
+    started = time.monotonic()
+    code = "x = 2\nimport time\nprint('sleeping', flush=True)\ntime.sleep(30)"
+    cell = nb.run(code, on_output=interrupt_once_asleep)
+    assert time.monotonic() - started < 20
+    assert cell.reply["ename"] == "KeyboardInterrupt"
+    assert "interrupted; rolled back to [1]" in cell.error["traceback"][-1]
+    assert nb.value("x") == "1"
+    assert nb.run("y = x + 1").ok  # the kernel goes on
+
+
+def test_a_killed_head_is_reported_and_the_kernel_stays_up(nb: Notebook) -> None:
+    assert nb.run("x = 7").ok
+    cell = nb.run("import os, signal\nx = 8\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert cell.reply["status"] == "error"
+    said = "".join(cell.error["traceback"])
+    assert "SIGKILL" in said or "killed" in said, said
+    assert "rolled back to [1]" in said
+    assert nb.value("x") == "7"
+    segv = nb.run("import ctypes\nctypes.string_at(0)")
+    assert segv.reply["status"] == "error" and "segmentation fault" in "".join(segv.error["traceback"])
+    assert nb.value("x") == "7"
+
+
+def test_restart_is_a_fresh_interpreter_and_shutdown_leaves_no_process(nb: Notebook) -> None:
+    assert nb.run("x = 1").ok
+    assert nb.run("y = 2").ok
+    kernel = nb.kernel_pid
+    family = nb.descendants()
+    assert len(family) >= 3  # the head and its checkpoints
+    nb.km.restart_kernel(now=False)
+    nb.kc.wait_for_ready(timeout=60)
+    assert not wait_until(lambda: psutil.pid_exists(kernel), timeout=0.1) or not _alive(kernel)
+    assert wait_until(lambda: not any(_alive(p) for p in family), timeout=10)
+    fresh = nb.run("'x' in dir()")
+    assert fresh.ok and fresh.of("execute_result")[0]["data"]["text/plain"] == "False"
+    listed = nb.run("%checkpoints").stream()
+    assert "x = 1" not in listed
+    family = nb.descendants()
+    nb.km.shutdown_kernel(now=False)
+    assert wait_until(lambda: not any(_alive(p) for p in family), timeout=10)
+
+
+def test_a_sigkilled_kernel_leaves_no_process(nb: Notebook) -> None:
+    assert nb.run("x = 1").ok
+    family = nb.descendants()
+    os.kill(nb.kernel_pid, signal.SIGKILL)
+    assert wait_until(lambda: not any(_alive(p) for p in family), timeout=10), family
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
