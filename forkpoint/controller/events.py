@@ -226,6 +226,7 @@ class DisplayKind(Enum):
     EXECUTE_RESULT = "execute_result"
     CLEAR_OUTPUT = "clear_output"
     ERROR = "error"  # data: ename, evalue, traceback (a list of lines, as IPython formats it)
+    PAGE = "page"  # what ``?`` shows in a pager: the reply's payload (metadata: start)
 
 
 @dataclass(frozen=True)

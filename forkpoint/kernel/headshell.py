@@ -25,6 +25,7 @@ import sys
 import traceback
 from typing import Any
 
+from IPython.core import page
 from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
@@ -137,11 +138,17 @@ def setup() -> None:
     config.InteractiveShell.colors = "Neutral"
     config.InteractiveShell.xmode = "Context"
     _shell = _Shell.instance(config=config, user_module=sys.modules["__main__"])
+    _shell.set_hook("show_in_pager", page.as_hook(_page), 99)
     for name in ENGINE_MAGICS:
         _shell.register_magic_function(_alone(name), magic_kind="line", magic_name=name)  # type: ignore[call-arg]
     builtins.input = _input  # type: ignore[assignment]
     getpass.getpass = _password
     head.use(_run_cell, {"shell_ask": _on_ask})
+
+
+def _page(text: Any, start: int = 0, screen_lines: int = 0, pager_cmd: Any = None) -> None:
+    """``?`` and ``%pdoc``: what a terminal pages, a notebook shows from the reply's payload."""
+    _display("page", text if isinstance(text, dict) else {"text/plain": str(text)}, {"start": start})
 
 
 def _run_cell(code: str, filename: str) -> tuple[str, str | None, int | None]:

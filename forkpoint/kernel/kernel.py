@@ -60,6 +60,9 @@ class ForkpointKernel(Kernel):
         super().__init__(**kwargs)
         self._allow_stdin = False
         self._error: dict[str, Any] | None = None  # the failing cell's structured traceback
+        self._payload: list[dict[str, Any]] = []  # the running cell's reply payload (pages)
+        self._last_plain = ""  # the running cell's result, for history with output
+        self.history = magics.History()
         self.cells = magics.CellRuns()
         self.controller = self._start()
         atexit.register(self._stop)
@@ -111,12 +114,17 @@ class ForkpointKernel(Kernel):
         if kind is DisplayKind.ERROR:
             self._error = dict(event.data)
             return  # sent once the cell has ended, with where it was rolled back to
+        if kind is DisplayKind.PAGE:
+            start = int(event.metadata.get("start") or 0)
+            self._payload.append({"source": "page", "data": event.data, "start": start})
+            return
         if kind is DisplayKind.CLEAR_OUTPUT:
             self.send_response(self.iopub_socket, "clear_output", {"wait": bool(event.data.get("wait"))})
             return
         content: dict[str, Any] = {"data": event.data, "metadata": event.metadata}
         if kind is DisplayKind.EXECUTE_RESULT:
             content["execution_count"] = self.execution_count
+            self._last_plain = str(event.data.get("text/plain", ""))
         else:
             content["transient"] = event.transient
         self.send_response(self.iopub_socket, kind.value, content)
@@ -150,6 +158,9 @@ class ForkpointKernel(Kernel):
         cell_id: str | None = None,
     ) -> dict[str, Any]:
         self._allow_stdin = allow_stdin
+        self._payload, self._last_plain = [], ""
+        if store_history and not silent:
+            self.history.add(self.execution_count, code)
         try:
             lines = magics.parse(code)
             if lines is not None:
@@ -168,14 +179,16 @@ class ForkpointKernel(Kernel):
             return self._fail("ForkpointError", exc.message, [f"forkpoint: {exc.message}"])
         if result.status is Status.OK:
             self.cells.ran(cell_id, start)
+            self.history.result(self.execution_count, self._last_plain)
             return self._ok()
         return self._failed(result)
 
     def _ok(self) -> dict[str, Any]:
+        payload, self._payload = self._payload, []
         return {
             "status": "ok",
             "execution_count": self.execution_count,
-            "payload": [],
+            "payload": payload,
             "user_expressions": {},
         }
 
@@ -228,6 +241,23 @@ class ForkpointKernel(Kernel):
             return self.controller.ask_shell(kind, code, pos, detail)
         except ForkpointError:
             return fallback
+
+    async def do_history(  # type: ignore[override]
+        self,
+        hist_access_type: str,
+        output: bool,
+        raw: bool,
+        session: int | None = None,
+        start: int = 0,
+        stop: int | None = None,
+        n: int | None = None,
+        pattern: str | None = None,
+        unique: bool = False,
+    ) -> dict[str, Any]:
+        """The cells this kernel ran, rolled-back ones too: a notebook's history is what was
+        run, not what the head's state keeps."""
+        rows = self.history.get(hist_access_type, output, start, stop, n, pattern, unique)
+        return {"status": "ok", "history": rows}
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         self._stop()

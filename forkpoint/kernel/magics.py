@@ -8,6 +8,7 @@ Also ``CellRuns``: which checkpoint each cell's latest run began at, for ``%auto
 
 from __future__ import annotations
 
+import fnmatch
 import html
 import io
 import shlex
@@ -23,7 +24,7 @@ from forkpoint.shell.render import Renderer, human_bytes, tree_lines
 if TYPE_CHECKING:
     from forkpoint.kernel.kernel import ForkpointKernel
 
-__all__ = ["CellRuns", "parse", "run"]
+__all__ = ["CellRuns", "History", "parse", "run"]
 
 Line = tuple[str, str]  # the magic's name and the rest of its line
 
@@ -57,6 +58,47 @@ class CellRuns:
 
     def before(self, cell_id: str | None) -> int | None:
         return self._began.get(cell_id) if cell_id else None
+
+
+class History:
+    """Every cell the kernel ran, as Jupyter's history requests ask for it (session 1)."""
+
+    SESSION = 1
+
+    def __init__(self) -> None:
+        self._cells: dict[int, tuple[str, str | None]] = {}
+
+    def add(self, count: int, code: str) -> None:
+        self._cells[count] = (code, None)
+
+    def result(self, count: int, plain: str) -> None:
+        if count in self._cells and plain:
+            self._cells[count] = (self._cells[count][0], plain)
+
+    def get(
+        self,
+        access: str,
+        output: bool,
+        start: int = 0,
+        stop: int | None = None,
+        n: int | None = None,
+        pattern: str | None = None,
+        unique: bool = False,
+    ) -> list[tuple[int, int, object]]:
+        rows = sorted(self._cells.items())
+        if access == "range":
+            rows = [r for r in rows if r[0] >= start and (stop is None or r[0] < stop)]
+        elif access == "search":
+            rows = [r for r in rows if fnmatch.fnmatchcase(r[1][0], pattern or "*")]
+            if unique:
+                seen: set[str] = set()
+                rows = [r for r in reversed(rows) if not (r[1][0] in seen or seen.add(r[1][0]))][::-1]
+            rows = rows[-n:] if n else rows
+        elif access == "tail":
+            rows = rows[-n:] if n else rows
+        else:
+            rows = []
+        return [(self.SESSION, count, (code, out) if output else code) for count, (code, out) in rows]
 
 
 def _text(kernel: ForkpointKernel, draw: Callable[[Renderer], None]) -> None:
