@@ -90,9 +90,9 @@ class History:
             rows = [r for r in rows if r[0] >= start and (stop is None or r[0] < stop)]
         elif access == "search":
             rows = [r for r in rows if fnmatch.fnmatchcase(r[1][0], pattern or "*")]
-            if unique:
-                seen: set[str] = set()
-                rows = [r for r in reversed(rows) if not (r[1][0] in seen or seen.add(r[1][0]))][::-1]
+            if unique:  # the latest run of each
+                latest = {code: count for count, (code, _) in rows}
+                rows = [r for r in rows if latest[r[1][0]] == r[0]]
             rows = rows[-n:] if n else rows
         elif access == "tail":
             rows = rows[-n:] if n else rows
