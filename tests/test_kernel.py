@@ -180,3 +180,41 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.criu
+def test_save_then_restore_in_a_new_kernel_brings_the_live_state_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """%save in one kernel, %restore in another (as after a reboot): numpy and OpenCV objects,
+    a closure, and the checkpoint tree are back; a name not saved changes nothing."""
+    setup = (
+        "import numpy as np, cv2\n"
+        "img = np.arange(120 * 160 * 3, dtype=np.uint8).reshape(120, 160, 3)\n"
+        "blurred = cv2.GaussianBlur(img, (5, 5), 0)\n"
+        "def make(k):\n    return lambda v: v * k\n"
+        "triple = make(3)\n"
+    )
+    first = start(tmp_path, monkeypatch)
+    nb = next(first)
+    try:
+        assert nb.run(setup).ok
+        saved = nb.run("%save nightly")
+        assert saved.ok and 'as "nightly"' in saved.stream(), saved.outputs
+        digest = nb.value("(int(blurred.sum()), triple(14))")
+    finally:
+        first.close()
+    second = start(tmp_path, monkeypatch)
+    nb = next(second)
+    try:
+        missing = nb.run("%restore nosuch")
+        assert missing.reply["status"] == "error" and "nosuch" in missing.reply["evalue"]
+        assert nb.run("kept = 1").ok  # the kernel's own state is untouched by the refusal
+        assert nb.value("kept") == "1"
+        restored = nb.run("%restore nightly")
+        assert restored.ok and 'restored "nightly"' in restored.stream(), restored.outputs
+        assert nb.value("(int(blurred.sum()), triple(14))") == digest
+        assert nb.value("bool(cv2.GaussianBlur(img, (5, 5), 0).sum() == blurred.sum())") == "True"
+        assert "kept" not in nb.run("%checkpoints").stream()
+    finally:
+        second.close()
