@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format shell demo tour bench clean
+.PHONY: install test lint format shell demo tour notebook bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: install
 
 tour: install
 	$(BIN)/python examples/shell_tour.py
+
+notebook: install
+	$(BIN)/python -m pip install --quiet 'jupyterlab>=4'
+	$(BIN)/forkpoint kernel install --prefix $(VENV)
+	$(BIN)/jupyter lab examples/faces.ipynb
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
