@@ -163,8 +163,11 @@ def test_exit_ends_the_shell_with_its_code(term: Terminal) -> None:
 def test_terminal_hangup_leaves_no_process(term: Terminal, isolated: str) -> None:
     term.run("x = 1")
     term.run("y = 2")
-    term.child.close(force=False)  # closes the pty: the kernel sends SIGHUP
-    assert wait_until(lambda: not processes_with(isolated), timeout=3)
+    try:
+        term.child.close(force=False)  # closes the pty: the kernel sends SIGHUP
+    except pexpect.ExceptionPexpect:
+        pass  # pexpect gives it 0.3 s before it calls that a failure; a busy machine needs more
+    assert wait_until(lambda: not processes_with(isolated), timeout=5)
 
 
 def test_killed_controller_takes_every_checkpoint_with_it(term: Terminal, isolated: str) -> None:
