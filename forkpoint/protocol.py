@@ -89,6 +89,14 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "transient": (dict, type(None)),
     },
     "input_request": {"prompt": _STR, "password": (bool,)},  # input() in a notebook head
+    # a Jupyter comm message (ipywidgets), both ways: comm_open, comm_msg, comm_close;
+    # buffers in base64. To the head it is a request, answered with a value.
+    "comm": {
+        "msg_type": _STR,
+        "content": (dict,),
+        "metadata": (dict, type(None)),
+        "buffers": (list, type(None)),
+    },
     "written": {"paths": (list,)},  # reply: files the head opened for writing since ``since``
     "value": {"ok": (bool,), "text": _STR},
     "summary": {"names": (dict,), "ask": _INT},

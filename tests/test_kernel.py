@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +137,30 @@ def test_interrupt_during_a_sleep_rolls_the_cell_back(nb: Notebook) -> None:
     assert nb.run("y = x + 1").ok  # the kernel goes on
 
 
+def test_interrupting_a_long_c_call_twice_kills_the_head_and_rolls_back(nb: Notebook) -> None:
+    """A billion rounds of PBKDF2 in OpenSSL never look at signals: the first interrupt cannot
+    stop them, the kernel says so in a notebook's words, and a second one kills the head; the
+    cell is rolled back and the kernel goes on."""
+    assert nb.run("x = 1").ok
+    sent: list[float] = []
+
+    def interrupt(kind: str, content: dict[str, object]) -> None:
+        text = str(content.get("text"))
+        if kind == "stream" and ("hashing" in text or "interrupt the kernel again" in text):
+            sent.append(time.monotonic())  # a moment later: the head is inside the C call then
+            threading.Timer(0.5, nb.km.interrupt_kernel).start()
+
+    code = (
+        "import hashlib\nx = 2\nprint('hashing', flush=True)\n"
+        "hashlib.pbkdf2_hmac('sha256', b'x', b'y', 10**9)"
+    )
+    cell = nb.run(code, on_output=interrupt)
+    assert len(sent) == 2, cell.outputs
+    assert "interrupt the kernel again" in cell.stream("stderr")
+    assert cell.reply["status"] == "error" and "rolled back to [1]" in cell.error["traceback"][-1]
+    assert nb.value("x") == "1"
+
+
 def test_a_killed_head_is_reported_and_the_kernel_stays_up(nb: Notebook) -> None:
     assert nb.run("x = 7").ok
     cell = nb.run("import os, signal\nx = 8\nos.kill(os.getpid(), signal.SIGKILL)")
@@ -218,3 +243,22 @@ def test_save_then_restore_in_a_new_kernel_brings_the_live_state_back(
         assert "kept" not in nb.run("%checkpoints").stream()
     finally:
         second.close()
+
+
+def test_a_widget_s_state_goes_both_ways(nb: Notebook) -> None:
+    """ipywidgets through the comm relay: the head's comm_open and updates reach the notebook,
+    and the notebook's update (a slider moved) reaches the head's widget."""
+    pytest.importorskip("ipywidgets")
+    cell = nb.run("import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\ndisplay(slider)")
+    assert cell.ok, cell.outputs
+    opened = [c for c in cell.of("comm_open") if c["data"]["state"].get("_model_name") == "IntSliderModel"]
+    assert opened and opened[0]["target_name"] == "jupyter.widget"
+    comm_id = opened[0]["comm_id"]
+    views = [d for d in cell.of("display_data") if "application/vnd.jupyter.widget-view+json" in d["data"]]
+    assert views and views[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == comm_id
+    moved = {"comm_id": comm_id, "data": {"method": "update", "state": {"value": 7}, "buffer_paths": []}}
+    nb.kc.shell_channel.send(nb.kc.session.msg("comm_msg", moved))
+    assert nb.value("slider.value") == "7"
+    updated = nb.run("slider.value = 9")
+    states = [c["data"].get("state", {}) for c in updated.of("comm_msg") if c["comm_id"] == comm_id]
+    assert {"value": 9} in [{k: v for k, v in s.items() if k == "value"} for s in states], updated.outputs

@@ -270,6 +270,12 @@ class Controller:
         """A notebook head's answer to ``kind`` (complete, inspect, is_complete) about ``code``."""
         return self._notebook.ask(kind, code, cursor_pos, detail_level)
 
+    def relay_comm(
+        self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[bytes]
+    ) -> None:
+        """A front end's comm message (comm_open, comm_msg, comm_close) for the notebook head."""
+        self._notebook.relay_comm(msg_type, content, metadata, buffers)
+
     # ----------------------------------------------------------------- moving around
 
     def rewind(self, ref: str | int) -> Rewound:

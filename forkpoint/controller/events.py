@@ -36,6 +36,7 @@ __all__ = [
     "Outbox",
     "Output",
     "Display",
+    "CommMessage",
     "DisplayKind",
     "ResumeBlocked",
     "Resuming",
@@ -230,6 +231,17 @@ class DisplayKind(Enum):
 
 
 @dataclass(frozen=True)
+class CommMessage:
+    """A notebook head's comm message for the front end (an ipywidgets update): comm_open,
+    comm_msg or comm_close, its content, metadata and binary buffers."""
+
+    msg_type: str
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+    buffers: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class Display:
     """A notebook head's rich output (a mime bundle keyed by type, as Jupyter has it), in
     order with its ``Output``: the head flushes its streams before it sends one."""
@@ -262,6 +274,7 @@ Event = (
     | OldCallsRan
     | Output
     | Display
+    | CommMessage
 )
 
 

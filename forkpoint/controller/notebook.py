@@ -8,12 +8,13 @@ The answers are JSON the head wrote; nothing from the head is ever unpickled.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
 
 from forkpoint.controller.driver import Driver
-from forkpoint.controller.events import Display, DisplayKind, Event
+from forkpoint.controller.events import CommMessage, Display, DisplayKind, Event
 from forkpoint.errors import ForkpointError
 from forkpoint.protocol import Message
 
@@ -30,7 +31,27 @@ class NotebookRelay:
         self._on_input = on_input
 
     def handlers(self) -> dict[str, Callable[[Message], None]]:
-        return {"display": self._on_display, "input_request": self._on_input_request}
+        return {"display": self._on_display, "input_request": self._on_input_request, "comm": self._on_comm}
+
+    def _on_comm(self, msg: Message) -> None:
+        buffers = tuple(base64.b64decode(b) for b in msg.get("buffers") or ())
+        self._emit(
+            CommMessage(str(msg["msg_type"]), dict(msg["content"]), dict(msg.get("metadata") or {}), buffers)
+        )
+
+    def relay_comm(
+        self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[bytes]
+    ) -> None:
+        """A front end's comm message, handled by the head's comm manager (between cells)."""
+        msg = {
+            "op": "comm",
+            "msg_type": msg_type,
+            "content": content,
+            "metadata": metadata,
+            "buffers": [base64.b64encode(b).decode("ascii") for b in buffers],
+        }
+        if self._driver.request(msg, "value", timeout=ASK_TIMEOUT) is None:
+            raise ForkpointError(f"the head did not take the {msg_type}.")
 
     def _on_display(self, msg: Message) -> None:
         self._emit(

@@ -23,8 +23,11 @@ import json
 import os
 import sys
 import traceback
+import types
 from typing import Any
 
+import comm
+from comm.base_comm import BaseComm, CommManager
 from IPython.core import page
 from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.core.displayhook import DisplayHook
@@ -127,6 +130,45 @@ def _alone(name: str) -> Any:
     return magic
 
 
+class _Comm(BaseComm):
+    """A comm whose messages go to the kernel over the head's channel (ipywidgets' state)."""
+
+    def publish_msg(
+        self, msg_type: str, data: Any = None, metadata: Any = None, buffers: Any = None, **keys: Any
+    ) -> None:
+        _send(
+            {
+                "op": "comm",
+                "msg_type": msg_type,
+                "content": _jsonable({"data": data or {}, "comm_id": self.comm_id, **keys}),
+                "metadata": _jsonable(metadata or {}),
+                "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in buffers or ()],
+            }
+        )
+
+
+_comms = CommManager()
+
+
+def _on_comm(msg: Message) -> None:
+    """A front end's comm_open, comm_msg or comm_close, as the comm manager takes them."""
+    incoming = {
+        "header": {"msg_type": msg["msg_type"]},
+        "msg_type": msg["msg_type"],
+        "content": msg["content"],
+        "metadata": msg.get("metadata") or {},
+        "buffers": [base64.b64decode(b) for b in msg.get("buffers") or ()],
+    }
+    handler = {"comm_open": _comms.comm_open, "comm_msg": _comms.comm_msg, "comm_close": _comms.comm_close}
+    try:
+        handler[str(msg["msg_type"])](None, None, incoming)  # type: ignore[arg-type]
+        ok, text = True, ""
+    except Exception as exc:  # noqa: BLE001 - a widget's callback must not end the head
+        ok, text = False, f"{type(exc).__name__}: {exc}"
+    head.flush_stdio()
+    snapshot.channel().send({"op": "value", "ok": ok, "text": text})
+
+
 _shell: _Shell | None = None
 
 
@@ -141,9 +183,12 @@ def setup() -> None:
     _shell.set_hook("show_in_pager", page.as_hook(_page), 99)
     for name in ENGINE_MAGICS:
         _shell.register_magic_function(_alone(name), magic_kind="line", magic_name=name)  # type: ignore[call-arg]
+    comm.create_comm = lambda *args, **kwargs: _Comm(*args, **kwargs)
+    comm.get_comm_manager = lambda: _comms
+    _shell.kernel = types.SimpleNamespace(comm_manager=_comms)  # type: ignore[attr-defined]  # ipywidgets looks
     builtins.input = _input  # type: ignore[assignment]
     getpass.getpass = _password
-    head.use(_run_cell, {"shell_ask": _on_ask})
+    head.use(_run_cell, {"shell_ask": _on_ask, "comm": _on_comm})
 
 
 def _page(text: Any, start: int = 0, screen_lines: int = 0, pager_cmd: Any = None) -> None:

@@ -24,21 +24,44 @@ import sys
 from typing import Any
 
 from ipykernel.kernelbase import Kernel
+from traitlets import Bool
 
 from forkpoint import __version__
 from forkpoint.controller import Controller
 from forkpoint.controller.controller import Output
-from forkpoint.controller.events import Display, DisplayKind, Event, Stream
+from forkpoint.controller.events import (
+    CommMessage,
+    Display,
+    DisplayKind,
+    Event,
+    InterruptIgnored,
+    StalledInPool,
+    Stream,
+)
 from forkpoint.controller.events import Output as Printed
 from forkpoint.controller.results import ExecResult, Status
 from forkpoint.errors import ForkpointError
 from forkpoint.kernel import magics
 from forkpoint.shell.messages import death_text, event_text
 
-__all__ = ["ForkpointKernel"]
+__all__ = ["ForkpointKernel", "notebook_text"]
 
 HEAD_SETUP = "forkpoint.kernel.headshell"
 INLINE = "module://matplotlib_inline.backend_inline"
+
+
+def notebook_text(event: Event) -> str:
+    """The event in a notebook's words: the terminal's, where a notebook has no Ctrl-C."""
+    if isinstance(event, InterruptIgnored):
+        return "the cell does not stop; interrupt the kernel again to kill its process and roll back"
+    if isinstance(event, StalledInPool):
+        pools = " and ".join(event.pools)
+        return (
+            f"this cell has used no CPU for {event.seconds:.0f} s, in a process that lost {pools}'s "
+            "thread pool with the fork: it is most likely waiting there for good. Interrupting the "
+            "kernel twice kills the process and rolls back."
+        )
+    return event_text(event)
 
 
 class ForkpointKernel(Kernel):
@@ -55,6 +78,9 @@ class ForkpointKernel(Kernel):
         "file_extension": ".py",
     }
     help_links = [{"text": "forkpoint", "url": "https://github.com/forkpoint/forkpoint"}]
+    autorewind = Bool(
+        False, help="start with %autorewind on (a cell run again first rewinds to where its last run began)"
+    ).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -64,7 +90,10 @@ class ForkpointKernel(Kernel):
         self._last_plain = ""  # the running cell's result, for history with output
         self.history = magics.History()
         self.cells = magics.CellRuns()
+        self.cells.autorewind = bool(self.autorewind)
         self.controller = self._start()
+        for kind in ("comm_open", "comm_msg", "comm_close"):  # relayed to the head's widgets
+            self.shell_handlers[kind] = self._comm_in
         atexit.register(self._stop)
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # through atexit
 
@@ -106,8 +135,19 @@ class ForkpointKernel(Kernel):
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": event.text})
         elif isinstance(event, Display):
             self._on_display(event)
+        elif isinstance(event, CommMessage) and self.session is not None:
+            parent = self.get_parent()
+            self.session.send(
+                self.iopub_socket,
+                event.msg_type,
+                event.content,
+                parent=parent,
+                metadata=event.metadata,
+                buffers=list(event.buffers),
+                ident=f"comm-{event.content.get('comm_id', '')}".encode(),
+            )
         else:
-            self.say(f"forkpoint: {event_text(event)}\n", "stderr")
+            self.say(f"forkpoint: {notebook_text(event)}\n", "stderr")
 
     def _on_display(self, event: Display) -> None:
         kind = event.kind
@@ -208,6 +248,15 @@ class ForkpointKernel(Kernel):
         content = {"ename": ename, "evalue": evalue, "traceback": traceback}
         self.send_response(self.iopub_socket, "error", content)
         return {"status": "error", "execution_count": self.execution_count, **content}
+
+    def _comm_in(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        buffers = [bytes(b) for b in parent.get("buffers") or ()]
+        try:
+            self.controller.relay_comm(
+                parent["header"]["msg_type"], parent["content"], parent.get("metadata") or {}, buffers
+            )
+        except ForkpointError as exc:
+            self.log.warning("forkpoint: %s", exc.message)
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
         pos = len(code) if cursor_pos is None else cursor_pos
