@@ -259,6 +259,9 @@ def test_a_widget_s_state_goes_both_ways(nb: Notebook) -> None:
     moved = {"comm_id": comm_id, "data": {"method": "update", "state": {"value": 7}, "buffer_paths": []}}
     nb.kc.shell_channel.send(nb.kc.session.msg("comm_msg", moved))
     assert nb.value("slider.value") == "7"
+    nb.kc.comm_info(target_name="jupyter.widget")
+    info = nb.kc.get_shell_msg(timeout=30)["content"]
+    assert info["comms"][comm_id] == {"target_name": "jupyter.widget"}  # a reloaded page finds it
     updated = nb.run("slider.value = 9")
     states = [c["data"].get("state", {}) for c in updated.of("comm_msg") if c["comm_id"] == comm_id]
     assert {"value": 9} in [{k: v for k, v in s.items() if k == "value"} for s in states], updated.outputs

@@ -266,4 +266,7 @@ def _answer(kind: str, code: str, cursor_pos: int, detail_level: int) -> dict[st
     if kind == "is_complete":
         status, indent = _shell.input_transformer_manager.check_complete(code)
         return {"status": status, **({"indent": " " * (indent or 0)} if status == "incomplete" else {})}
+    if kind == "comm_info":  # code: the target name asked about, or "" for all
+        comms = {cid: {"target_name": c.target_name} for cid, c in _comms.comms.items()}
+        return {"status": "ok", "comms": {k: v for k, v in comms.items() if code in ("", v["target_name"])}}
     raise ValueError(f"no such question: {kind}")

@@ -258,6 +258,13 @@ class ForkpointKernel(Kernel):
         except ForkpointError as exc:
             self.log.warning("forkpoint: %s", exc.message)
 
+    async def comm_info_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        """The head's comms (a reloaded notebook asks, to find its widgets again)."""
+        target = str(parent["content"].get("target_name") or "")
+        reply = self._ask("comm_info", target, 0, {"status": "ok", "comms": {}})
+        if self.session is not None:
+            self.session.send(stream, "comm_info_reply", reply, parent, ident)
+
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
         pos = len(code) if cursor_pos is None else cursor_pos
         return self._ask(
