@@ -58,7 +58,7 @@ class Notebook:
         self,
         code: str,
         cell_id: str | None = None,
-        stdin: list[str] | None = None,
+        stdin: list[str | None] | None = None,
         timeout: float = TIMEOUT,
         on_output: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> Cell:
@@ -82,8 +82,12 @@ class Notebook:
             if stdin is not None:
                 try:
                     request = kc.get_stdin_msg(timeout=0.01)
-                    kc.input(answers.pop(0) if answers else "")
                     cell.outputs.append(("input_request", request["content"]))
+                    answer = answers.pop(0) if answers else ""
+                    if answer is None:  # the user interrupts instead of answering
+                        self.km.interrupt_kernel()
+                    else:
+                        kc.input(answer)
                 except queue.Empty:
                     pass
             try:

@@ -106,6 +106,11 @@ def test_input_is_asked_of_the_notebook(nb: Notebook) -> None:
     assert "hello ada" in cell.stream()
     refused = nb.run("input()")  # no stdin: the head is told, as ipykernel does
     assert refused.reply["status"] == "error"
+    stopped = nb.run("name = 'changed'\ninput('again? ')", stdin=[None])  # interrupted while asking
+    assert stopped.reply["ename"] == "KeyboardInterrupt", stopped.outputs
+    assert "interrupted; rolled back to [" in stopped.error["traceback"][-1]
+    assert nb.value("name") == "'ada'"
+    assert nb.run("x = 1").ok  # nothing left waiting
 
 
 def test_completion_inspection_and_is_complete_from_the_live_namespace(nb: Notebook) -> None:

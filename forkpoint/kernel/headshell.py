@@ -188,7 +188,8 @@ def setup() -> None:
     _shell.kernel = types.SimpleNamespace(comm_manager=_comms)  # type: ignore[attr-defined]  # ipywidgets looks
     builtins.input = _input  # type: ignore[assignment]
     getpass.getpass = _password
-    head.use(_run_cell, {"shell_ask": _on_ask, "comm": _on_comm})
+    # An answer to an input() that was interrupted comes when the head has gone on: dropped.
+    head.use(_run_cell, {"shell_ask": _on_ask, "comm": _on_comm, "input_reply": lambda msg: None})
 
 
 def _page(text: Any, start: int = 0, screen_lines: int = 0, pager_cmd: Any = None) -> None:

@@ -170,12 +170,18 @@ class ForkpointKernel(Kernel):
         self.send_response(self.iopub_socket, kind.value, content)
 
     def _on_input(self, prompt: str, password: bool) -> str | None:
+        """The notebook's answer to the head's ``input()``. An interrupt while it waits (the
+        head gets it too, and stops waiting) ends the wait here: ipykernel's own wait raises
+        KeyboardInterrupt, which the controller's Ctrl-C counting would otherwise swallow."""
         if not self._allow_stdin:
             return None
+        counting = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return self.getpass(prompt) if password else self.raw_input(prompt)
-        except Exception:  # noqa: BLE001 - the front end went away, or took no input
+        except (Exception, KeyboardInterrupt):  # interrupted, or the front end took no input
             return None
+        finally:
+            signal.signal(signal.SIGINT, counting)
 
     def say(self, text: str, name: str = "stdout") -> None:
         self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
