@@ -20,7 +20,7 @@ import struct
 import time
 
 from forkpoint.errors import ProtocolError
-from forkpoint.protocol import HEADER, MAX_FRAME, Message, decode, encode
+from forkpoint.protocol import HEADER, MAX_FRAME, MAX_MESSAGE, MORE, Message, decode, encode
 
 __all__ = ["Channel", "PeerCredentials", "connect", "listen", "peer_credentials", "private_dir"]
 
@@ -59,6 +59,8 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buf = bytearray()
+        self._parts: list[bytes] = []  # the frames of a message chunked over several, so far
+        self._parts_size = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -125,16 +127,27 @@ class Channel:
         return self.buffered(), chunk == b""
 
     def _take_frame(self) -> Message | None:
-        if len(self._buf) < HEADER.size:
-            return None
-        (size,) = HEADER.unpack_from(self._buf)
-        if size > MAX_FRAME:
-            raise ProtocolError(f"frame of {size} bytes announced")
-        if len(self._buf) < HEADER.size + size:
-            return None
-        body = bytes(self._buf[HEADER.size : HEADER.size + size])
-        del self._buf[: HEADER.size + size]
-        return decode(body)
+        while True:
+            if len(self._buf) < HEADER.size:
+                return None
+            (word,) = HEADER.unpack_from(self._buf)
+            size = word & ~MORE
+            if size > MAX_FRAME:
+                raise ProtocolError(f"frame of {size} bytes announced")
+            if len(self._buf) < HEADER.size + size:
+                return None
+            body = bytes(self._buf[HEADER.size : HEADER.size + size])
+            del self._buf[: HEADER.size + size]
+            if word & MORE:  # a piece of a chunked message: keep it, read the next
+                self._parts.append(body)
+                self._parts_size += size
+                if self._parts_size > MAX_MESSAGE:
+                    raise ProtocolError(f"a chunked message of over {MAX_MESSAGE} bytes")
+                continue
+            if self._parts:
+                body = b"".join([*self._parts, body])
+                self._parts, self._parts_size = [], 0
+            return decode(body)
 
     def close(self) -> None:
         try:

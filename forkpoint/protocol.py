@@ -19,6 +19,8 @@ from forkpoint.errors import ProtocolError
 __all__ = [
     "INLINE_PATH",
     "MAX_FRAME",
+    "MAX_MESSAGE",
+    "MORE",
     "PROTOCOL_VERSION",
     "SCHEMA",
     "Message",
@@ -30,6 +32,8 @@ __all__ = [
 PROTOCOL_VERSION = 1
 INLINE_PATH = "<string>"  # ``run``'s path for a program given with -c, as python names it
 MAX_FRAME = 64 * 1024 * 1024
+MAX_MESSAGE = 1 << 30  # a message over several frames (a notebook's big figure): at most 1 GiB
+MORE = 0x80000000  # in a frame's header: its body goes on in the next frame
 HEADER = struct.Struct(">I")
 
 Message = dict[str, Any]
@@ -157,9 +161,16 @@ def validate(msg: object) -> Message:
 def encode(msg: Message) -> bytes:
     """Frame one message; validates first so a bug shows at the sender."""
     body = json.dumps(validate(msg), separators=(",", ":")).encode()
-    if len(body) > MAX_FRAME:
-        raise ProtocolError(f"{msg['op']}: frame of {len(body)} bytes is too large")
-    return HEADER.pack(len(body)) + body
+    if len(body) <= MAX_FRAME:
+        return HEADER.pack(len(body)) + body
+    if len(body) > MAX_MESSAGE:
+        raise ProtocolError(f"{msg['op']}: a message of {len(body)} bytes is too large")
+    frames = []
+    for start in range(0, len(body), MAX_FRAME):  # chunked: each frame's header says if more follow
+        piece = body[start : start + MAX_FRAME]
+        more = MORE if start + MAX_FRAME < len(body) else 0
+        frames.append(HEADER.pack(len(piece) | more) + piece)
+    return b"".join(frames)
 
 
 def decode(body: bytes) -> Message:
