@@ -117,6 +117,18 @@ def test_input_is_asked_of_the_notebook(nb: Notebook) -> None:
     assert nb.run("x = 1").ok  # nothing left waiting
 
 
+def test_user_expressions_are_evaluated_in_the_head(nb: Notebook) -> None:
+    nb.kc.execute("z = 6", user_expressions={"twice": "z * 2", "bad": "nope"})
+    reply = nb.kc.get_shell_msg(timeout=30)["content"]
+    assert reply["user_expressions"]["twice"] == {
+        "status": "ok",
+        "data": {"text/plain": "12"},
+        "metadata": {},
+    }
+    assert reply["user_expressions"]["bad"]["status"] == "error"
+    assert reply["user_expressions"]["bad"]["ename"] == "NameError"
+
+
 def test_completion_inspection_and_is_complete_from_the_live_namespace(nb: Notebook) -> None:
     assert nb.run("import collections\nmy_variable = collections.OrderedDict()").ok
     nb.kc.complete("my_va", 5)

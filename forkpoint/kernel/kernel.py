@@ -226,17 +226,28 @@ class ForkpointKernel(Kernel):
         if result.status is Status.OK:
             self.cells.ran(cell_id, start)
             self.history.result(self.execution_count, self._last_plain)
-            return self._ok()
+            return self._ok(user_expressions)
         return self._failed(result)
 
-    def _ok(self) -> dict[str, Any]:
+    def _ok(self, expressions: dict[str, str] | None = None) -> dict[str, Any]:
         payload, self._payload = self._payload, []
         return {
             "status": "ok",
             "execution_count": self.execution_count,
             "payload": payload,
-            "user_expressions": {},
+            "user_expressions": {name: self._expression(e) for name, e in (expressions or {}).items()},
         }
+
+    def _expression(self, expr: str) -> dict[str, Any]:
+        """One of a request's user_expressions, evaluated in the head (no checkpoint)."""
+        try:
+            ok, text = self.controller.evaluate(expr)
+        except ForkpointError as exc:
+            ok, text = False, exc.message
+        if ok:
+            return {"status": "ok", "data": {"text/plain": text}, "metadata": {}}
+        name = text.split(":", 1)[0].strip() or "Error"
+        return {"status": "error", "ename": name, "evalue": text, "traceback": [text]}
 
     def _failed(self, result: ExecResult) -> dict[str, Any]:
         error, self._error = self._error, None
