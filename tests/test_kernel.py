@@ -3,6 +3,7 @@ process, real head, real forks; what a notebook would show is what is checked.""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -195,6 +196,9 @@ def test_a_killed_head_is_reported_and_the_kernel_stays_up(nb: Notebook) -> None
     assert nb.value("x") == "7"
 
 
+# jupyter_client's blocking restart leaves an event loop and sockets of its own unclosed; they
+# are collected (and warned about) here, not in a later test.
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_restart_is_a_fresh_interpreter_and_shutdown_leaves_no_process(nb: Notebook) -> None:
     assert nb.run("x = 1").ok
     assert nb.run("y = 2").ok
@@ -212,6 +216,7 @@ def test_restart_is_a_fresh_interpreter_and_shutdown_leaves_no_process(nb: Noteb
     family = nb.descendants()
     nb.km.shutdown_kernel(now=False)
     assert wait_until(lambda: not any(_alive(p) for p in family), timeout=10)
+    gc.collect()
 
 
 def test_a_sigkilled_kernel_leaves_no_process(nb: Notebook) -> None:

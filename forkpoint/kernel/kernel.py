@@ -88,6 +88,7 @@ class ForkpointKernel(Kernel):
         self._error: dict[str, Any] | None = None  # the failing cell's structured traceback
         self._payload: list[dict[str, Any]] = []  # the running cell's reply payload (pages)
         self._last_plain = ""  # the running cell's result, for history with output
+        self._running = False  # a cell runs (on the main thread)
         self.history = magics.History()
         self.cells = magics.CellRuns()
         self.cells.autorewind = bool(self.autorewind)
@@ -95,7 +96,7 @@ class ForkpointKernel(Kernel):
         for kind in ("comm_open", "comm_msg", "comm_close"):  # relayed to the head's widgets
             self.shell_handlers[kind] = self._comm_in
         atexit.register(self._stop)
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # through atexit
+        signal.signal(signal.SIGTERM, self._terminated)
 
     def _start(self, restore: str | None = None) -> Controller:
         os.environ["FORKPOINT_HEAD_SETUP"] = HEAD_SETUP
@@ -121,6 +122,13 @@ class ForkpointKernel(Kernel):
         except ForkpointError:
             self.controller = self._start()
             raise
+
+    def _terminated(self, signum: int, frame: object) -> None:
+        """SIGTERM (jupyter_client's, when a shutdown takes too long): end every process of
+        ours and the runtime dir, then exit at once; unwinding from wherever the main thread
+        was (ipykernel's own atexit, joining its threads) could leave the controller half shut."""
+        self._stop()
+        os._exit(0)
 
     def _stop(self) -> None:
         controller = getattr(self, "controller", None)
@@ -202,6 +210,21 @@ class ForkpointKernel(Kernel):
         *,
         cell_meta: dict[str, Any] | None = None,
         cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        self._running = True
+        try:
+            return self._execute(code, silent, store_history, user_expressions, allow_stdin, cell_id)
+        finally:
+            self._running = False
+
+    def _execute(
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool,
+        user_expressions: dict[str, str] | None,
+        allow_stdin: bool,
+        cell_id: str | None,
     ) -> dict[str, Any]:
         self._allow_stdin = allow_stdin
         self._payload, self._last_plain = [], ""
@@ -333,6 +356,10 @@ class ForkpointKernel(Kernel):
         return {"status": "ok", "history": rows}
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
-        self._stop()
-        self.controller = None  # type: ignore[assignment]
+        """Ends the engine now if no cell runs; else (the request came on the control thread
+        while the main thread runs a cell) at exit, or at jupyter_client's SIGTERM: the
+        controller has one owner at a time."""
+        if not self._running:
+            self._stop()
+            self.controller = None  # type: ignore[assignment]
         return {"status": "ok", "restart": restart}
