@@ -34,6 +34,14 @@ from forkpoint.shell.messages import NOTICES, event_text  # noqa: E402
 collect_ignore_glob = ["programs/*"]  # programs the tests run, pytest sessions among them
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Each phase's report on the test item (``rep_call``): a fixture can see the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 def said(events: list[Event], *kinds: type) -> list[str]:
     """What the terminal says for the events of these types (default: its notices)."""
     return [event_text(e) for e in events if isinstance(e, kinds or NOTICES)]
