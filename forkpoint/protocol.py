@@ -105,7 +105,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "value": {"ok": (bool,), "text": _STR},
     "summary": {"names": (dict,), "ask": _INT},
     # controller -> agent
-    "exec": {"code": _STR, "filename": _STR},
+    "exec": {"code": _STR, "filename": _STR, "checkpoint": (bool, type(None))},  # False: take none
     "eval": {"expr": _STR},
     "complete": {"text": _STR},
     "fork_head": {"fg_pgid": _INT, "resume": (dict, type(None))},

@@ -118,6 +118,17 @@ def test_input_is_asked_of_the_notebook(nb: Notebook) -> None:
     assert nb.run("x = 1").ok  # nothing left waiting
 
 
+def test_a_silent_request_runs_but_makes_no_checkpoint(nb: Notebook) -> None:
+    """Front ends send silent requests of their own (VS Code's variable view): they run in the
+    head, show nothing, and leave no checkpoint in %checkpoints."""
+    assert nb.run("a = 1").ok
+    before = nb.run("%checkpoints").stream()
+    nb.kc.execute("b = a + 1", silent=True)
+    assert nb.kc.get_shell_msg(timeout=30)["content"]["status"] == "ok"
+    assert nb.run("%checkpoints").stream().count("\n") == before.count("\n")
+    assert nb.value("b") == "2"
+
+
 def test_user_expressions_are_evaluated_in_the_head(nb: Notebook) -> None:
     nb.kc.execute("z = 6", user_expressions={"twice": "z * 2", "bad": "nope"})
     reply = nb.kc.get_shell_msg(timeout=30)["content"]

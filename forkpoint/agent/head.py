@@ -87,7 +87,7 @@ def serve() -> None:
 def _on_exec(msg: Message) -> None:
     status, tb, code = _runner(msg["code"], msg["filename"])
     pid = None
-    if status == "ok":
+    if status == "ok" and msg.get("checkpoint") is not False:  # a notebook's silent request: none
         try:
             pid = snapshot.take(at_rest=True)
         except OSError as exc:

@@ -250,9 +250,10 @@ class Controller:
 
     # ----------------------------------------------------------------- inputs
 
-    def execute(self, code: str) -> ExecResult:
-        """Run one input in the head; on success it becomes a new checkpoint, else rolled back."""
-        return self._driver.execute(code)
+    def execute(self, code: str, checkpoint: bool = True) -> ExecResult:
+        """Run one input in the head; on success it becomes a new checkpoint (unless not
+        ``checkpoint``: a notebook's silent request), else rolled back."""
+        return self._driver.execute(code, checkpoint)
 
     def complete(self, text: str) -> list[str]:
         """Completions computed in the head from its live namespace."""

@@ -96,12 +96,14 @@ class Driver:
 
     # ----------------------------------------------------------------- inputs
 
-    def execute(self, code: str) -> ExecResult:
-        """Run one input in the head; on success it becomes a new checkpoint, else rolled back."""
+    def execute(self, code: str, checkpoint: bool = True) -> ExecResult:
+        """Run one input in the head; on success it becomes a new checkpoint (unless not
+        ``checkpoint``), else rolled back."""
         self.require_head()
         start = self.position.begin(code)
         self._inputs += 1
-        self.head.send({"op": "exec", "code": code, "filename": f"<input-{self._inputs}>"})
+        msg = {"op": "exec", "code": code, "filename": f"<input-{self._inputs}>"}
+        self.head.send(msg if checkpoint else {**msg, "checkpoint": False})
         result = self.finish()
         if result.status is Status.OK:
             self.position.remember(start)

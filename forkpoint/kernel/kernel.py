@@ -243,11 +243,13 @@ class ForkpointKernel(Kernel):
                     "stderr",
                 )
             start = self.controller.current
-            result = self.controller.execute(code)
+            # silent: a front end's own request (VS Code's variable view), no cell of the user's
+            result = self.controller.execute(code, checkpoint=not silent)
         except ForkpointError as exc:
             return self._fail("ForkpointError", exc.message, [f"forkpoint: {exc.message}"])
         if result.status is Status.OK:
-            self.cells.ran(cell_id, start)
+            if not silent:
+                self.cells.ran(cell_id, start)
             self.history.result(self.execution_count, self._last_plain)
             return self._ok(user_expressions)
         return self._failed(result)
