@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,8 +179,10 @@ def test_interrupting_a_long_c_call_twice_kills_the_head_and_rolls_back(nb: Note
     def interrupt(kind: str, content: dict[str, object]) -> None:
         text = str(content.get("text"))
         if kind == "stream" and ("hashing" in text or "interrupt the kernel again" in text):
-            sent.append(time.monotonic())  # a moment later: the head is inside the C call then
-            threading.Timer(0.5, nb.km.interrupt_kernel).start()
+            sent.append(time.monotonic())
+            time.sleep(0.5)  # the head is inside the C call by then
+            # (here, not from a timer's thread: jupyter_client would leave an event loop there)
+            nb.km.interrupt_kernel()
 
     code = (
         "import hashlib\nx = 2\nprint('hashing', flush=True)\n"
