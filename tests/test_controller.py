@@ -447,3 +447,18 @@ def test_another_interpreter_runs_the_head(python: Path) -> None:
             assert value(c, "'x' in globals()") == "False"
     finally:
         os.close(null)
+
+
+def test_a_rewind_that_fails_keeps_the_head_the_user_had(controller: Controller) -> None:
+    """The old head is killed only once the new one is up: a rewind to a checkpoint whose
+    process died says why, and the head is the same process with the same state."""
+    c = controller
+    gone = c.execute("x = 1").checkpoint
+    assert c.execute("x = 2").status == "ok"
+    head = c.head_pid
+    os.kill(c.view()[gone].pid, signal.SIGKILL)
+    with pytest.raises(ForkpointError):
+        c.rewind(gone)
+    assert c.head_pid == head and is_alive(head or 0)
+    assert c.evaluate("x") == (True, "2")
+    assert c.execute("y = x + 1").status == "ok"
