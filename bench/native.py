@@ -22,6 +22,8 @@ import os
 import statistics
 import sys
 
+from checkpoint import ok  # the same checked input, in one place
+
 from forkpoint.controller import Controller
 
 WORK = {
@@ -56,13 +58,6 @@ ADAPTER_COST = (
     "    t0 = time.perf_counter(); native.before_fork(); costs.append(time.perf_counter() - t0)\n"
     "cost = statistics.median(costs)\n"
 )
-
-
-def ok(c: Controller, code: str) -> int:
-    result = c.execute(code)
-    if result.status != "ok" or result.checkpoint is None:
-        raise SystemExit(f"bench input failed: {result}")
-    return result.checkpoint
 
 
 def value(c: Controller, expr: str) -> float:

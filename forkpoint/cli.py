@@ -142,12 +142,8 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_kernel_install(args: argparse.Namespace) -> int:
     try:
         from forkpoint.kernel import spec
-    except ImportError:
-        raise ForkpointError(
-            "the kernel needs the Jupyter packages.", "pip install 'forkpoint[jupyter]'"
-        ) from None
-    try:
-        folder = spec.install(user=args.user, prefix=args.prefix)
+
+        folder = spec.install(user=args.user, prefix=args.prefix)  # imports jupyter_client
     except ImportError:
         raise ForkpointError(
             "the kernel needs the Jupyter packages.", "pip install 'forkpoint[jupyter]'"

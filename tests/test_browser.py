@@ -141,31 +141,6 @@ def _command(page: object, name: str, args: str = "{}") -> None:
     assert error is None, f"{name}: {error}"
 
 
-def _outputs(page: object) -> str:
-    """Every output of the open notebook, as text (its model: what the kernel sent)."""
-    return str(
-        page.execute_script(  # type: ignore[attr-defined]
-            "const nb = window.jupyterapp.shell.currentWidget.content.model; const parts = [];"
-            "for (let i = 0; i < nb.cells.length; i++) { const c = nb.cells.get(i);"
-            "  if (c.type !== 'code') continue;"
-            "  for (const o of c.toJSON().outputs || []) parts.push(JSON.stringify(o)); }"
-            "return parts.join('\\n');"
-        )
-    )
-
-
-def _ran(page: object) -> int:
-    """How many code cells show an execution count."""
-    return int(
-        page.execute_script(  # type: ignore[attr-defined]
-            "const nb = window.jupyterapp.shell.currentWidget.content.model; let n = 0;"
-            "for (let i = 0; i < nb.cells.length; i++) { const c = nb.cells.get(i);"
-            "  if (c.type === 'code' && c.toJSON().execution_count) n++; }"
-            "return n;"
-        )
-    )
-
-
 def _text(page: object) -> str:
     return str(page.execute_script("return document.body.innerText;"))  # type: ignore[attr-defined]
 

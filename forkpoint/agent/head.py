@@ -185,11 +185,6 @@ def _exit_code(code: object) -> int:
 def flush_stdio() -> None:
     """Flush before a message (and, in pipes mode, wait until it has all been read: see
     ``process_state.settle``)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
     process_state.settle()
 
 

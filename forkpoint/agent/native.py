@@ -19,7 +19,8 @@ workers exist:
 
 OpenBLAS, numexpr and pyarrow handle fork themselves. Each look costs little while a library is
 not loaded: ``sys.modules`` for OpenCV; ``/proc/self/maps`` for OpenMP, read again only after an
-import; ``/proc/self/task`` for polars, its threads' names read again only when the set changed.
+import; for polars ``sys.modules``, then ``/proc/self/task``, its threads' names read again only
+when the set changed.
 
 Imported by the agent: standard library only (ctypes on the runtimes' own symbols).
 """
@@ -53,6 +54,8 @@ def unsafe_pools() -> tuple[str, ...]:
     """The pools alive now that no adapter can make safe: a process forked now cannot use
     them. Remembered in ``carried`` for the heads forked from what is forked next."""
     global _tasks_seen, _unsafe_seen
+    if not any(pool in sys.modules for pool in _UNSAFE_THREADS):  # no such pool without its import
+        return ()
     try:
         tasks = tuple(os.listdir("/proc/self/task"))
     except OSError:

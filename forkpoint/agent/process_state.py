@@ -172,7 +172,7 @@ def flush() -> None:
         try:
             if stream is not None:
                 stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # closed, or the user's object has no flush
             pass
     logging = sys.modules.get("logging")
     if logging is not None:

@@ -93,8 +93,10 @@ class _Publisher(DisplayPublisher):
 class _Hook(DisplayHook):
     """The value of a cell's last expression, as an execute_result bundle."""
 
+    _bundle: tuple[dict[str, Any], dict[str, Any]] | None = None
+
     def start_displayhook(self) -> None:
-        self._bundle: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._bundle = None
 
     def write_output_prompt(self) -> None:
         pass
@@ -103,8 +105,7 @@ class _Hook(DisplayHook):
         self._bundle = (format_dict, md_dict or {})
 
     def finish_displayhook(self) -> None:
-        if getattr(self, "_bundle", None) is not None:
-            assert self._bundle is not None
+        if self._bundle is not None:
             _display("execute_result", *self._bundle)
         self._bundle = None
 
@@ -165,8 +166,7 @@ def _on_comm(msg: Message) -> None:
         ok, text = True, ""
     except Exception as exc:  # noqa: BLE001 - a widget's callback must not end the head
         ok, text = False, f"{type(exc).__name__}: {exc}"
-    head.flush_stdio()
-    snapshot.channel().send({"op": "value", "ok": ok, "text": text})
+    _send({"op": "value", "ok": ok, "text": text})
 
 
 _shell: _Shell | None = None

@@ -36,7 +36,6 @@ from forkpoint.controller.events import (
     Event,
     InterruptIgnored,
     StalledInPool,
-    Stream,
 )
 from forkpoint.controller.events import Output as Printed
 from forkpoint.controller.results import ExecResult, Status
@@ -139,8 +138,7 @@ class ForkpointKernel(Kernel):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Printed):
-            name = "stdout" if event.stream is Stream.STDOUT else "stderr"
-            self.send_response(self.iopub_socket, "stream", {"name": name, "text": event.text})
+            self.send_response(self.iopub_socket, "stream", {"name": event.stream.value, "text": event.text})
         elif isinstance(event, Display):
             self._on_display(event)
         elif isinstance(event, CommMessage) and self.session is not None:
