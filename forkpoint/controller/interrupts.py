@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Action", "Interrupts", "Stage", "counting_sigint"]
+__all__ = ["Action", "Interrupts", "Stage", "counting_sigint", "remembered_sigint"]
 
 PATIENCE = 1.0  # seconds after the first Ctrl-C before the user is told the input does not stop
 
@@ -88,3 +88,27 @@ def counting_sigint(interrupts: Interrupts) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def remembered_sigint() -> Iterator[list[int]]:
+    """Ctrl-C cancels what runs in the block (a save) and is also remembered: Python raises it
+    wherever the main thread is, and one raised inside a finalizer (an asyncio loop collected
+    just then) is printed and dropped. The block checks the list before it commits. Only where
+    Python's own handler is in place, on the main thread (a host's own handling stays)."""
+    pressed: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield pressed
+        return
+
+    def press(signum: int, frame: object) -> None:
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, press)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

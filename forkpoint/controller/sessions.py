@@ -24,6 +24,7 @@ from forkpoint import leftovers, paths
 from forkpoint.channel import private_dir
 from forkpoint.controller import memory
 from forkpoint.controller.hub import Hub
+from forkpoint.controller.interrupts import remembered_sigint
 from forkpoint.controller.pool import CheckpointPool
 from forkpoint.controller.results import Saved, SaveProgress
 from forkpoint.controller.supervisor import Supervisor
@@ -72,7 +73,7 @@ class SessionKeeper:
         session ``name``; built hidden and renamed into place, so it is whole or absent. One
         save of a name at a time, and never over a session a forkpoint has restored."""
         self.verified()
-        with self._one_save_of(name):
+        with self._one_save_of(name), remembered_sigint() as pressed:
             criu = find_criu()
             require_privileges("saving a session")
             started = time.monotonic()
@@ -111,6 +112,8 @@ class SessionKeeper:
                     previous = (images, pages.share_or_index(images, previous))
                 session.images = store.manifest(folder / "images")
                 store.write_meta(folder, session)
+                if pressed:  # a Ctrl-C whose KeyboardInterrupt was dropped: the save is still cancelled
+                    raise KeyboardInterrupt
             size = store.size_of(store.sessions_dir() / name)
             return Saved(name, latest, size, time.monotonic() - started)
 
