@@ -31,6 +31,14 @@ ASK_TIMEOUT = 120.0  # seconds a parked checkpoint has to answer a question
 MEASURE_EVERY = 1.0  # seconds between exact budget decisions within an input
 
 
+def headroom(budget: int) -> int:
+    """How far below the budget eviction decisions aim. A reading is exact when made, but a
+    checkpoint goes on for a moment after it (its hello, parking on its connection: about
+    100 KB of pages of its own), and the head's last writes of an input land after the
+    decision; 1% of the budget, at least 1 MiB and at most 64 MiB, covers that drift."""
+    return min(max(budget // 100, 1 << 20), 64 << 20)
+
+
 class CheckpointPool:
     def __init__(
         self,
@@ -42,6 +50,7 @@ class CheckpointPool:
     ) -> None:
         self.tree = CheckpointTree()
         self.budget = budget
+        self._aim = max(budget - headroom(budget), 0)  # what decisions keep the sum under
         self.max_checkpoints = max_checkpoints
         self._hub = hub
         self._supervisor = supervisor
@@ -168,14 +177,14 @@ class CheckpointPool:
         self._apply(self._watch.take())
         alive = tree.alive()
         total = sum(n.memory or 0 for n in alive)
-        near = total + self._rise > self.budget
+        near = total + self._rise > self._aim
         now = time.monotonic()
         if near and (between_inputs or now - self._flushed >= MEASURE_EVERY):
             self._flushed = now
             self._apply(self._watch.flush())
         elif not near and len(alive) <= self.max_checkpoints:
             return  # nothing to decide on: an input far from the budget costs no measurement
-        evict = choose_evictions(tree, current, self.budget, self.max_checkpoints)
+        evict = choose_evictions(tree, current, self._aim, self.max_checkpoints)
         for cid in evict:
             node = tree[cid]
             ch = self._channels.pop(cid, None) or self._hub.claim(node.pid)
