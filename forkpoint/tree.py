@@ -140,11 +140,21 @@ class Checkpoint:
 
 
 class CheckpointTree:
-    """All checkpoints of one controller, alive or evicted."""
+    """All checkpoints of one controller, alive or evicted.
+
+    The tree keeps every checkpoint ever taken, for lineage, while only a bounded number hold
+    a process or a saved copy; what an input asks of it (the live ones, the live part of the
+    branch, a node's children) is answered from indexes of those, so that its cost does not
+    grow with the inputs run (walking every node cost 4 ms an input after 600). Gone is for
+    good (no transition leaves ``GONE``), which is what lets the indexes drop gone nodes.
+    """
 
     def __init__(self) -> None:
         self.nodes: dict[int, Checkpoint] = {}
         self._next = 0
+        self._held: dict[int, Checkpoint] = {}  # not gone when last looked at, by id
+        self._kids: dict[int, list[int]] = {}
+        self._skip: dict[int, int | None] = {}  # a gone node's nearest ancestor not gone then
 
     def add(
         self, parent: int | None, pid: int, source: str, label: str | None = None, at_rest: bool = True
@@ -153,6 +163,9 @@ class CheckpointTree:
             raise KeyError(parent)
         node = Checkpoint(self._next, parent, pid, source, label, at_rest)
         self.nodes[node.id] = node
+        self._held[node.id] = node
+        if parent is not None:
+            self._kids.setdefault(parent, []).append(node.id)
         self._next += 1
         return node
 
@@ -186,7 +199,34 @@ class CheckpointTree:
         return cid in self.nodes
 
     def alive(self) -> list[Checkpoint]:
-        return [n for n in self.nodes.values() if n.alive]
+        """The checkpoints a process holds now, oldest first."""
+        return [n for n in self._not_gone() if n.alive]
+
+    def _not_gone(self) -> list[Checkpoint]:
+        held = self._held
+        gone = [cid for cid, n in held.items() if not n.usable]
+        for cid in gone:
+            del held[cid]
+        return list(held.values())
+
+    def held_chain(self, cid: int) -> list[Checkpoint]:
+        """``cid``'s node and those of its ancestors not gone (alive or on disk), nearest
+        first. Each run of gone ancestors is walked once: the walk leaves every gone node it
+        passed pointing at the node above the run."""
+        nodes, skip = self.nodes, self._skip
+        out = [nodes[cid]]
+        above = nodes[cid].parent
+        while above is not None:
+            passed = []
+            while above is not None and not nodes[above].usable:
+                passed.append(above)
+                above = skip[above] if above in skip else nodes[above].parent
+            for gone in passed:
+                skip[gone] = above
+            if above is not None:
+                out.append(nodes[above])
+                above = nodes[above].parent
+        return out
 
     def usable(self) -> list[Checkpoint]:
         """Checkpoints that can be rewound to (alive or on disk), oldest first."""
@@ -200,7 +240,7 @@ class CheckpointTree:
         return TreeView(MappingProxyType({cid: n.view() for cid, n in self.nodes.items()}), current)
 
     def children(self, cid: int) -> list[Checkpoint]:
-        return [n for n in self.nodes.values() if n.parent == cid]
+        return [self.nodes[k] for k in self._kids.get(cid, ())]
 
     def ancestors(self, cid: int) -> list[int]:
         """``cid`` and its ancestors, nearest first."""
@@ -213,16 +253,20 @@ class CheckpointTree:
 
     def at_rest_base(self, cid: int) -> int:
         """The nearest checkpoint at or above ``cid`` taken between inputs (not mid-input)."""
-        for aid in self.ancestors(cid):
-            if self.nodes[aid].at_rest:
-                return aid
+        node: int | None = cid
+        while node is not None:  # walked, not listed: the chain is as long as the session
+            if self.nodes[node].at_rest:
+                return node
+            node = self.nodes[node].parent
         return 0
 
     def latest_with_label(self, label: str) -> Checkpoint | None:
+        """The newest live checkpoint with ``label``, else the newest with it at all."""
+        alive = [n for n in self.alive() if n.label == label]
+        if alive:
+            return alive[-1]
         found = [n for n in self.nodes.values() if n.label == label]
-        alive = [n for n in found if n.alive]
-        pool = alive or found
-        return pool[-1] if pool else None
+        return found[-1] if found else None
 
     def resolve(self, ref: str, current: int) -> Checkpoint:
         """Turn ``ID``, ``-N`` or ``LABEL`` into a live checkpoint, or say clearly why not."""
@@ -267,8 +311,8 @@ def on_stack(tree: CheckpointTree, current: int) -> set[int]:
     found: set[int] = set()
     first_in_call = None
     outer = set(node.outer)
-    for cid in tree.ancestors(current)[1:]:
-        other = tree[cid]
+    for other in tree.held_chain(current)[1:]:
+        cid = other.id
         if not other.alive:
             continue
         if other.entry is None and other.site is not None and other.site < node.site:
@@ -298,7 +342,7 @@ def choose_evictions(tree: CheckpointTree, current: int, budget: int, max_count:
         latest = tree.latest_with_label(label)
         if latest is not None:
             protected.add(latest.id)
-    branch = [cid for cid in tree.ancestors(current) if cid in alive]
+    branch = [n.id for n in tree.held_chain(current) if n.id in alive]
     dense = set(branch[:DENSE])
     sparse = {cid for depth, cid in enumerate(branch) if depth >= DENSE and depth & (depth - 1) == 0}
     off_branch = sorted(cid for cid in alive if cid not in branch)

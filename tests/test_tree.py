@@ -125,3 +125,30 @@ def test_eviction_keeps_what_it_promises(
             last = tree[evict[-1]]
             back = left + [last]
             assert len(back) > max_count or sum(n.memory or 0 for n in back) > budget
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["add", "end", "ask"])), max_size=120))
+def test_the_indexes_answer_as_a_walk_of_every_node_does(steps: list[tuple[int, str]]) -> None:
+    """``alive``, ``children`` and ``held_chain`` answer from indexes (kept so that an input's
+    cost does not grow with the inputs run); whatever the sequence of checkpoints taken and
+    ended, and of questions asked between them, they say what walking every node says."""
+    tree = CheckpointTree()
+    tree.add(None, 1, "")
+    for pick, what in steps:
+        ids = list(tree.nodes)
+        cid = ids[pick % len(ids)]
+        if what == "add":
+            tree.add(cid, 1, "")
+        elif what == "end":
+            tree[cid].ended()
+        else:
+            assert [n.id for n in tree.held_chain(cid)] == [
+                n.id for n in tree.chain(cid) if n.usable or n.id == cid
+            ]
+    assert [n.id for n in tree.alive()] == [n.id for n in tree.nodes.values() if n.alive]
+    for cid in tree.nodes:
+        assert [n.id for n in tree.children(cid)] == [n.id for n in tree.nodes.values() if n.parent == cid]
+        assert [n.id for n in tree.held_chain(cid)] == [
+            n.id for n in tree.chain(cid) if n.usable or n.id == cid
+        ]

@@ -220,7 +220,7 @@ class CheckpointPool:
         """The nearest live ancestor of ``cid`` and its nearest live descendants: the
         checkpoints that can have shared pages with it alone."""
         tree = self.tree
-        out = [n.id for n in tree.chain(cid)[1:] if n.alive][:1]
+        out = [n.id for n in tree.held_chain(cid)[1:] if n.alive][:1]
         below = [c.id for c in tree.children(cid)]
         while below:
             c = below.pop()

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,6 +64,12 @@ class Reaper:
         self.statuses: dict[int, int] = {}
         self.unwanted: set[int] = set()
         self._reaps = 0
+        self._spawners: set[int] = set()  # threads that started children of ours
+
+    def spawned(self, pid: int) -> None:
+        """This thread started ``pid``: it is listed among this thread's children."""
+        self._spawners.add(threading.get_native_id())
+        self.known.add(pid)
 
     def watch(self, pid: int) -> None:
         self.known.add(pid)
@@ -85,7 +92,7 @@ class Reaper:
         # Only the known pids that are our children now (zombies included) can be reaped: the
         # checkpoints are mostly children of a head. Asking each pid was O(checkpoints) syscalls
         # on every pump (1 ms per pump at 200), a per-input cost that grew with the tree.
-        mine = _own_children()
+        mine = _own_children(self._spawners)
         self._reaps += 1
         prune = self._reaps % PRUNE_EVERY == 0
         for pid in list(self.known):
@@ -130,15 +137,17 @@ class Reaper:
 PRUNE_EVERY = 64  # reaps between looks for known pids that vanished without being ours
 
 
-def _own_children() -> set[int] | None:
-    """This process's children (of any of its threads; a zombie stays listed until reaped),
-    or None where /proc does not list them (no CONFIG_PROC_CHILDREN)."""
+def _own_children(spawners: Iterable[int]) -> set[int] | None:
+    """This process's children (a zombie stays listed until reaped), or None where /proc
+    does not list them (no CONFIG_PROC_CHILDREN).
+
+    /proc lists a child under the thread that forked it; an orphan reparented to this
+    subreaper, or the child of a thread that ended, goes to the first live thread, the main
+    one (Python's main thread outlives the others). So the main thread and the ``spawners``
+    are enough: a kernel has a dozen threads, and reading each one's list made up 1 ms of
+    every cell."""
     found: set[int] = set()
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return None
-    for tid in tasks:
+    for tid in {os.getpid(), *spawners}:
         try:
             with open(f"/proc/self/task/{tid}/children", "rb") as f:
                 found.update(int(k) for k in f.read().split())
@@ -240,7 +249,7 @@ class Supervisor:
         if stdio is not None:
             actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
         pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
-        self.reaper.watch(pid)
+        self.reaper.spawned(pid)
         return pid
 
     def spawn_agent(
@@ -248,7 +257,7 @@ class Supervisor:
     ) -> int:
         """Start the first head (``launch.spawn_agent``), watched."""
         pid = spawn_agent(python, place, stdio, pipes)
-        self.reaper.watch(pid)
+        self.reaper.spawned(pid)
         return pid
 
     def why_no_agent(self, python: str, rundir: str) -> str:
