@@ -199,15 +199,18 @@ class CheckpointTree:
         return cid in self.nodes
 
     def alive(self) -> list[Checkpoint]:
-        """The checkpoints a process holds now, oldest first."""
-        return [n for n in self._not_gone() if n.alive]
-
-    def _not_gone(self) -> list[Checkpoint]:
-        held = self._held
-        gone = [cid for cid, n in held.items() if not n.usable]
+        """The checkpoints a process holds now, oldest first (asked several times an input,
+        so the states are compared here, not through properties)."""
+        alive, gone = [], []
+        for node in self._held.values():
+            state = node.state
+            if state is CheckpointState.ALIVE or state is CheckpointState.RESTORED:
+                alive.append(node)
+            elif state is CheckpointState.GONE:
+                gone.append(node.id)
         for cid in gone:
-            del held[cid]
-        return list(held.values())
+            del self._held[cid]
+        return alive
 
     def held_chain(self, cid: int) -> list[Checkpoint]:
         """``cid``'s node and those of its ancestors not gone (alive or on disk), nearest
