@@ -58,6 +58,8 @@ bench: install
 	$(BIN)/python bench/sessions.py
 	$(BIN)/python bench/stdlib_overhead.py
 	$(BIN)/python bench/resume_classic.py
+	$(BIN)/python bench/kernel.py
+	$(BIN)/python bench/cell_cost.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
