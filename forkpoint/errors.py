@@ -26,6 +26,7 @@ class Reason(Enum):
 
     NO_SUCH_CHECKPOINT = "no such checkpoint"
     EVICTED = "evicted"
+    NOT_SAVED = "not saved"
     NO_SCRIPT = "no script"
     NOT_A_SCRIPT_CHECKPOINT = "not a script checkpoint"
     SESSION_EXISTS = "session exists"

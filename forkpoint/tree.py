@@ -38,6 +38,7 @@ class CheckpointState(Enum):
     ON_DISK = "on disk"  # in a saved session only: restored when something needs it
     LAZY_ON_DISK = "lazy on disk"  # the same, restored with lazy pages: it becomes the head itself
     GONE = "gone"  # evicted, or its process ended; kept in the tree for lineage
+    UNSAVED = "not saved"  # in a restored session: taken before its save, not saved with it
 
     @property
     def alive(self) -> bool:
@@ -52,7 +53,7 @@ class CheckpointState(Enum):
     @property
     def usable(self) -> bool:
         """It can be rewound to: alive, or brought back from disk."""
-        return self is not CheckpointState.GONE
+        return self is not CheckpointState.GONE and self is not CheckpointState.UNSAVED
 
 
 # The current branch keeps this many recent checkpoints; older ones only at power-of-two depths.
@@ -146,7 +147,7 @@ class CheckpointTree:
     a process or a saved copy; what an input asks of it (the live ones, the live part of the
     branch, a node's children) is answered from indexes of those, so that its cost does not
     grow with the inputs run (walking every node cost 4 ms an input after 600). Gone is for
-    good (no transition leaves ``GONE``), which is what lets the indexes drop gone nodes.
+    good (no transition leaves ``GONE`` or ``UNSAVED``), which lets the indexes drop them.
     """
 
     def __init__(self) -> None:
@@ -206,7 +207,7 @@ class CheckpointTree:
             state = node.state
             if state is CheckpointState.ALIVE or state is CheckpointState.RESTORED:
                 alive.append(node)
-            elif state is CheckpointState.GONE:
+            elif state is CheckpointState.GONE or state is CheckpointState.UNSAVED:
                 gone.append(node.id)
         for cid in gone:
             del self._held[cid]
@@ -296,6 +297,13 @@ class CheckpointTree:
                 hint = f"labels: {shown}" if labels else "no checkpoint has a label yet"
                 raise ForkpointError(f"no checkpoint is labelled {_shown(ref)!r}.", hint)
             node = found
+        if node.state is CheckpointState.UNSAVED:
+            held = [f"[{n.id}]" for n in self.usable()]
+            shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+            raise ForkpointError(
+                f"checkpoint [{node.id}] was not saved with this session; it holds {shown}.",
+                reason=Reason.NOT_SAVED,
+            )
         if not node.usable:
             raise ForkpointError(
                 f"checkpoint [{node.id}] was evicted to stay within the memory budget.",

@@ -34,6 +34,7 @@ _WHY_KILLED = {
 _HINTS = {
     Reason.NO_SUCH_CHECKPOINT: ":checkpoints lists them",
     Reason.EVICTED: "raise --memory-budget or --max-checkpoints, or label checkpoints to keep them",
+    Reason.NOT_SAVED: "rewind to one it holds (:checkpoints lists them)",
     Reason.NO_SCRIPT: "resume follows forkpoint run",
     Reason.NOT_A_SCRIPT_CHECKPOINT: ":checkpoints lists them",
     Reason.SESSION_EXISTS: "add --force to replace it, or choose another name",

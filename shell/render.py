@@ -14,7 +14,7 @@ from forkpoint.controller import Change, ExecResult, MemoryReport, SaveProgress,
 from forkpoint.controller.events import Event, Output, Stream
 from forkpoint.errors import ForkpointError
 from forkpoint.shell.messages import death_text, event_style, event_text, hint
-from forkpoint.tree import CheckpointView, TreeView
+from forkpoint.tree import CheckpointState, CheckpointView, TreeView
 
 if TYPE_CHECKING:  # the store (hashing, CRIU's formats) only when sessions are listed
     from forkpoint.persist.store import Session
@@ -189,7 +189,10 @@ def _node_text(node: CheckpointView, current: int) -> str:
         text += f" ({node.label})"
     text += f" {node.title}"
     if not node.alive:
-        text += "  (on disk)" if node.stored else "  (evicted)"
+        if node.stored:
+            text += "  (on disk)"
+        else:
+            text += "  (not saved)" if node.state is CheckpointState.UNSAVED else "  (evicted)"
     if node.id == current:
         text += "  <- head"
     return text

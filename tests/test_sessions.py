@@ -347,6 +347,22 @@ def test_the_progress_line_is_rewritten_in_place_and_cleared() -> None:
     )
 
 
+def test_a_rewind_to_a_checkpoint_the_session_did_not_save_says_so(tmp_path: Path, isolated: str) -> None:
+    """A shell session saved at [3] keeps [3] alone: after its restore, [1] is in the tree but
+    was never saved, and a rewind to it says that (it used to say "evicted to stay within the
+    memory budget", wrong twice), names what the session holds, and changes nothing."""
+    with Controller() as c:
+        for i in range(3):
+            c.execute(f"x = {i}")
+        c.save("one")
+    with Controller(restore="one") as c:
+        with pytest.raises(ForkpointError) as caught:
+            c.rewind(1)
+        assert caught.value.message == "checkpoint [1] was not saved with this session; it holds [3]."
+        assert c.evaluate("x") == (True, "2")
+        assert c.view().nodes[1].state.value == "not saved"
+
+
 def test_a_lazy_restore_gives_back_the_same_state(tmp_path: Path) -> None:
     """With --lazy, CRIU's lazy-pages daemon fills the memory as it is touched; the state is
     the same, a restored session works as a live one, and the daemon ends with the tool. The

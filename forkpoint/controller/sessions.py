@@ -167,7 +167,8 @@ class SessionKeeper:
         on_disk = CheckpointState.LAZY_ON_DISK if self._lazy else CheckpointState.ON_DISK
         kept = set(session.kept)
         for entry in session.tree:
-            self._pool.tree.restore_node(entry, on_disk if entry.get("id") in kept else CheckpointState.GONE)
+            state = on_disk if entry.get("id") in kept else CheckpointState.UNSAVED
+            self._pool.tree.restore_node(entry, state)
         self._stored = (folder, session.secret)
         self._pool.bring_back = self.bring_back
         return session
