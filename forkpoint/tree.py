@@ -10,6 +10,7 @@ Front ends get frozen ``CheckpointView``s and a ``TreeView``, never the live nod
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -26,6 +27,7 @@ __all__ = [
     "CheckpointView",
     "TreeView",
     "choose_evictions",
+    "thinned_branch",
     "on_stack",
 ]
 
@@ -70,6 +72,10 @@ class Checkpoint:
     at_rest: bool = True
     created: float = field(default_factory=time.time)
     state: CheckpointState = CheckpointState.ALIVE
+    # Which process state this is, across saves and restores: a save of a session again keeps
+    # the images of a checkpoint whose id and token its last save has (ids alone can repeat
+    # when two forkpoints go on from one restored session).
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
     # In a restored session, how its saved copy comes back (ON_DISK or LAZY_ON_DISK): the
     # state it returns to when its restored process ends. None: it has no saved copy.
     restore_as: CheckpointState | None = None
@@ -113,6 +119,7 @@ class Checkpoint:
         """What a saved session keeps of this checkpoint (plain JSON)."""
         return {
             "id": self.id,
+            "token": self.token,
             "parent": self.parent,
             "source": self.source,
             "label": self.label,
@@ -181,6 +188,8 @@ class CheckpointTree:
         node.restore_as = state if state.stored else None
         node.label = meta["label"] if isinstance(meta.get("label"), str) else None
         node.at_rest = bool(meta.get("at_rest", True))
+        if isinstance(meta.get("token"), str):
+            node.token = meta["token"]
         created = meta.get("created")
         if isinstance(created, (int, float)):
             node.created = float(created)  # resume says how much work a checkpoint skips
@@ -337,6 +346,13 @@ def on_stack(tree: CheckpointTree, current: int) -> set[int]:
     return found | ({first_in_call} if first_in_call is not None else set())
 
 
+def thinned_branch(branch: list[int]) -> tuple[list[int], list[int]]:
+    """What the policy keeps of a branch (ids nearest first): its ``DENSE`` most recent
+    checkpoints, and further back those at power-of-two distances (recent dense, old sparse)."""
+    sparse = [cid for depth, cid in enumerate(branch) if depth >= DENSE and depth & (depth - 1) == 0]
+    return branch[:DENSE], sparse
+
+
 def choose_evictions(tree: CheckpointTree, current: int, budget: int, max_count: int) -> list[int]:
     """Ids to evict so that at most ``max_count`` checkpoints hold at most ``budget`` bytes.
 
@@ -354,8 +370,7 @@ def choose_evictions(tree: CheckpointTree, current: int, budget: int, max_count:
         if latest is not None:
             protected.add(latest.id)
     branch = [n.id for n in tree.held_chain(current) if n.id in alive]
-    dense = set(branch[:DENSE])
-    sparse = {cid for depth, cid in enumerate(branch) if depth >= DENSE and depth & (depth - 1) == 0}
+    dense, sparse = (set(part) for part in thinned_branch(branch))
     off_branch = sorted(cid for cid in alive if cid not in branch)
     thinned = sorted(cid for cid in branch if cid not in dense and cid not in sparse)
     order = off_branch + thinned + sorted(sparse) + sorted(dense)

@@ -6,16 +6,17 @@ A command's docstring's first line is its help text, so ``:help`` cannot go stal
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from forkpoint.controller import Status
+from forkpoint.controller import SaveScope, Status
 from forkpoint.errors import ForkpointError
-from forkpoint.shell.render import human_bytes
+from forkpoint.shell.render import saved_text
 
 if TYPE_CHECKING:
     from forkpoint.shell.repl import Shell
 
-__all__ = ["COMMANDS", "dispatch"]
+__all__ = ["COMMANDS", "SaveRequest", "dispatch", "parse_save"]
 
 
 class Quit(Exception):
@@ -118,18 +119,56 @@ def cmd_mem(shell: Shell, args: str) -> None:
 
 
 def cmd_save(shell: Shell, args: str) -> None:
-    """:save NAME [ID] [--force]  save a checkpoint (default: this one) as a session, with CRIU"""
-    words = args.split()
-    force = "--force" in words
-    parts = [w for w in words if w != "--force"]
-    if not 1 <= len(parts) <= 2:
-        raise ForkpointError(":save needs a name.", "for example :save nightly, or :save nightly 3")
-    ref = parts[1] if len(parts) > 1 else None
-    saved = shell.controller.save(parts[0], ref, shell.render.progress, replace=force)
-    size = human_bytes(saved.size)
-    shell.render.line(
-        f'saved [{saved.checkpoint}] as "{saved.name}": {size} in {saved.seconds:.1f} s', "info"
+    """:save NAME [ID]         save this checkpoint and its branch (--all, --only, --disk SIZE, --force)"""
+    request = parse_save(args.split(), ":save")
+    saved = shell.controller.save(
+        request.name,
+        request.ref,
+        shell.render.progress,
+        replace=request.force,
+        scope=request.scope,
+        disk_budget=request.disk,
     )
+    shell.render.line(saved_text(saved), "info")
+
+
+@dataclass(frozen=True)
+class SaveRequest:
+    name: str
+    ref: str | None
+    force: bool
+    scope: SaveScope
+    disk: int | None  # bytes the session may take on disk (the checkpoint and labelled ones always)
+
+
+def parse_save(words: list[str], command: str) -> SaveRequest:
+    """``NAME [ID] [--force] [--all|--only] [--disk SIZE]``, for the shell's :save and the
+    notebook's %save."""
+    from forkpoint.cli import parse_size
+
+    scopes = {"--all": SaveScope.ALL, "--only": SaveScope.ONLY}
+    chosen = [scopes[w] for w in words if w in scopes]
+    if len(chosen) > 1:
+        raise ForkpointError(f"{command} takes --all or --only, not both.")
+    disk = None
+    if "--disk" in words:
+        at = words.index("--disk")
+        if at + 1 >= len(words):
+            raise ForkpointError(f"{command} --disk needs a size.", "for example --disk 2G")
+        disk = parse_size(words[at + 1])
+        words = words[:at] + words[at + 2 :]
+    parts = [w for w in words if w != "--force" and w not in scopes]
+    unknown = [w for w in parts if w.startswith("--")]
+    if unknown:
+        raise ForkpointError(
+            f"{command} has no option {unknown[0]}.", "options: --force, --all, --only, --disk SIZE"
+        )
+    if not 1 <= len(parts) <= 2:
+        raise ForkpointError(
+            f"{command} needs a name.", f"for example {command} nightly, or {command} nightly 3"
+        )
+    ref = parts[1] if len(parts) > 1 else None
+    return SaveRequest(parts[0], ref, "--force" in words, chosen[0] if chosen else SaveScope.BRANCH, disk)
 
 
 def cmd_sessions(shell: Shell, args: str) -> None:

@@ -24,7 +24,7 @@ import pytest
 from terminal import FRESH_PROMPT, Terminal, clean, command, env_for
 
 from forkpoint import paths
-from forkpoint.controller import Controller
+from forkpoint.controller import Controller, SaveScope
 from forkpoint.persist import store
 
 pytestmark = pytest.mark.pty
@@ -516,7 +516,7 @@ def test_a_restore_with_the_disk_full_is_one_sentence(
     disk is full, in one sentence (it was an ENOSPC traceback)."""
     with Controller() as c:
         c.execute("z = 1")
-        c.save("s")
+        c.save("s", scope=SaveScope.ONLY)
     with open(small_disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
         while True:
             f.write(b"\0" * (1 << 20))

@@ -18,9 +18,10 @@ import pytest
 from conftest import processes_with, wait_until
 from terminal import Terminal, env_for
 
-from forkpoint.controller import Controller
+from forkpoint.controller import Controller, SaveScope
 from forkpoint.errors import ForkpointError
 from forkpoint.persist import pages, store
+from forkpoint.shell.commands import SaveRequest, parse_save
 
 pytestmark = [pytest.mark.criu, pytest.mark.pty]
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
@@ -49,7 +50,7 @@ def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str,
         before = t.run(CHECK).strip()
         assert ", 42, 101, 2.0, 4, 'world', " in before and before.endswith("{'n': 1})")
         out = t.run(f":save nightly {current}")
-        assert f'saved [{current}] as "nightly": ' in out
+        assert f'saved [{current}] and {current} checkpoints of its branch as "nightly": ' in out
         t.finish(":quit")
     finally:
         t.close()
@@ -58,14 +59,18 @@ def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str,
     listed = subprocess.run([FORKPOINT, "sessions"], env=env, capture_output=True, text=True, timeout=60)
     header, row = listed.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE"]
-    assert row.split()[0] == "nightly" and row.split()[3] == "shell" and row.split()[4] == "1"
+    assert row.split()[0] == "nightly" and row.split()[3] == "shell" and row.split()[4] == str(current + 1)
 
     t = Terminal(["restore", "nightly", *lazy], env)
     try:
         out = t.wait_prompt()
         assert 'restored "nightly" [' in out
-        # lazily restored, the checkpoint's process became the head: the checkpoint is on disk
-        assert ("on disk" in t.run(":checkpoints")) == bool(lazy)
+        # lazily restored, the checkpoint's process became the head: the checkpoint is on disk;
+        # the branch saved with it is on disk either way, until a rewind needs one
+        listed = t.run(":checkpoints")
+        row = next(line for line in listed.splitlines() if line.startswith("*"))
+        assert ("on disk" in row) == bool(lazy)
+        assert sum("on disk" in line for line in listed.splitlines()) >= current
         # the same values as before: the generator and the file go on from where they were
         assert t.run(CHECK).strip() == before
         t.run("state['n'] += 1")
@@ -176,10 +181,10 @@ def test_a_killed_controller_takes_a_restored_session_with_it(
 def test_a_full_disk_during_save_leaves_nothing_behind(small_disk: Path) -> None:
     with Controller() as c:
         c.execute("z = 1")
-        c.save("small")  # the interpreter alone fits
+        c.save("small", scope=SaveScope.ONLY)  # the interpreter alone fits
         c.execute("import numpy as np; big = np.arange(4 * 10**6, dtype=np.float64)")  # 32 MB
         with pytest.raises(ForkpointError, match=r"^CRIU could not save the process: "):
-            c.save("big")
+            c.save("big", scope=SaveScope.ONLY)
         assert c.evaluate("z") == (True, "1")  # the session goes on
     assert sorted(p.name for p in store.sessions_dir().iterdir()) == ["small"]
     with Controller(restore="small") as c:
@@ -275,7 +280,8 @@ print("at", float(a[{at}]), float(a[100500]))
 
 def test_a_script_sessions_checkpoints_share_pages_on_disk(tmp_path: Path, isolated: str) -> None:
     """Seven checkpoints of a 32 MB array take little more than one on disk, and each
-    still restores whole: resume from the latest reads pages through every parent link."""
+    still restores whole. The latest is written whole (resume goes on from it, reading no
+    link) and each earlier one reads what it shares from the next one after it."""
     (tmp_path / "arrays.py").write_text(ARRAYS.format(at="10**9"))
     env = env_for(tmp_path, isolated)
     run = [FORKPOINT, "run", "arrays.py", "--on-error", "save", "--session", "arr"]
@@ -285,10 +291,11 @@ def test_a_script_sessions_checkpoints_share_pages_on_disk(tmp_path: Path, isola
     dumps = sorted(int(p.name) for p in (folder / "images").iterdir())
     assert len(dumps) == len(session.kept) >= 6
     for earlier, later in itertools.pairwise(dumps):
-        assert os.readlink(folder / "images" / str(later) / "parent") == f"../{earlier}"
-    first, second = (store.size_of(folder / "images" / str(d)) for d in dumps[:2])  # numpy, the array
-    assert second > 32 << 20
-    assert store.size_of(folder / "images") < first + second + (8 << 20)  # each whole: over 5x the array
+        assert os.readlink(folder / "images" / str(earlier) / "parent") == f"../{later}"
+    assert not (folder / "images" / str(dumps[-1]) / "parent").exists()
+    latest = store.size_of(folder / "images" / str(dumps[-1]))  # numpy and the array
+    assert latest > 32 << 20
+    assert store.size_of(folder / "images") < latest + (16 << 20)  # each whole: over 5x the array
 
     (tmp_path / "arrays.py").write_text(ARRAYS.format(at="10**6"))
     fresh = subprocess.run([sys.executable, "arrays.py"], cwd=tmp_path, capture_output=True, text=True)
@@ -299,11 +306,11 @@ def test_a_script_sessions_checkpoints_share_pages_on_disk(tmp_path: Path, isola
         assert f"resuming from [{max(dumps)}]" in done.stderr
         assert done.stdout.endswith(fresh.stdout.splitlines()[-1] + "\n")
 
-    link = folder / "images" / str(dumps[-1]) / "parent"
+    link = folder / "images" / str(dumps[0]) / "parent"
     link.unlink()
     link.symlink_to("../../../elsewhere")
     with pytest.raises(
-        ForkpointError, match=rf"session 'arr' is damaged: images/{dumps[-1]}/parent was changed"
+        ForkpointError, match=rf"session 'arr' is damaged: images/{dumps[0]}/parent was changed"
     ):
         store.check_images("arr", folder / "images", session.images)
 
@@ -316,7 +323,7 @@ def test_a_save_reports_its_progress() -> None:
     seen: list[SaveProgress] = []
     with Controller() as c:
         c.execute("import numpy as np; a = np.ones((256 << 20) // 8)")
-        saved = c.save("big", progress=seen.append, progress_every=0.005)
+        saved = c.save("big", progress=seen.append, progress_every=0.005, scope=SaveScope.ONLY)
     assert len(seen) >= 3
     assert all(p.checkpoint == saved.checkpoint and (p.index, p.count) == (1, 1) for p in seen)
     assert all(p.expected > 256 << 20 for p in seen)
@@ -348,19 +355,86 @@ def test_the_progress_line_is_rewritten_in_place_and_cleared() -> None:
 
 
 def test_a_rewind_to_a_checkpoint_the_session_did_not_save_says_so(tmp_path: Path, isolated: str) -> None:
-    """A shell session saved at [3] keeps [3] alone: after its restore, [1] is in the tree but
+    """A shell session saved at [3] with --only keeps [3] alone: after its restore, [1] is in the tree but
     was never saved, and a rewind to it says that (it used to say "evicted to stay within the
     memory budget", wrong twice), names what the session holds, and changes nothing."""
     with Controller() as c:
         for i in range(3):
             c.execute(f"x = {i}")
-        c.save("one")
+        c.save("one", scope=SaveScope.ONLY)
     with Controller(restore="one") as c:
         with pytest.raises(ForkpointError) as caught:
             c.rewind(1)
         assert caught.value.message == "checkpoint [1] was not saved with this session; it holds [3]."
         assert c.evaluate("x") == (True, "2")
         assert c.view().nodes[1].state.value == "not saved"
+
+
+def _inodes(name: str) -> dict[str, int]:
+    _, folder = store.load(name)
+    return {str(p.relative_to(folder)): p.stat().st_ino for p in (folder / "images").rglob("*.img")}
+
+
+def test_a_shell_session_keeps_its_branch_and_a_save_again_writes_only_what_is_new(
+    tmp_path: Path, isolated: str
+) -> None:
+    """Issue 15: :save keeps the branch, so after a restore a rewind to an earlier checkpoint
+    works (restored on demand) and gives the state it had; saving the session again after
+    more inputs hard-links what its last save wrote (the same files, not written again) and
+    dumps only the new checkpoints."""
+    with Controller() as c:
+        c.execute("import numpy as np; a = np.zeros(2**20); x = 0")
+        for i in range(1, 4):
+            c.execute(f"a[:] = {i}; x = {i}")  # [2]..[4]
+        first = c.save("branch")
+        assert first.kept == [0, 1, 2, 3, 4] and first.checkpoint == 4 and first.carried == []
+        before = _inodes("branch")
+        for i in range(4, 6):
+            c.execute(f"a[:] = {i}; x = {i}")  # [5], [6]
+        again = c.save("branch", replace=True)
+        assert again.carried == [0, 1, 2, 3, 4] and again.kept == [0, 1, 2, 3, 4, 5, 6]
+        after = _inodes("branch")
+        assert {k: after[k] for k in before} == before  # the first save's files, linked
+        new = set(after) - set(before)
+        assert new and {k.split("/")[1] for k in new} == {"5", "6"}  # only the new ones dumped
+    with Controller(restore="branch") as c:
+        assert c.evaluate("x") == (True, "5")
+        shown = {n.id: n.state.value for n in c.checkpoints()}
+        assert shown[6] == "restored" and {shown[i] for i in range(6)} == {"on disk"}
+        c.rewind(3)
+        assert c.evaluate("(x, float(a[0]))") == (True, "(2, 2.0)")
+        c.rewind(5)
+        assert c.evaluate("(x, float(a[-1]))") == (True, "(4, 4.0)")
+
+
+def test_a_save_keeps_what_it_is_told_and_what_the_disk_budget_allows(tmp_path: Path, isolated: str) -> None:
+    """--only keeps the checkpoint alone, --all every one of its branch; a disk budget keeps
+    the checkpoint and labelled ones always and the rest nearest first while it allows."""
+    with Controller() as c:
+        c.execute("import numpy as np; a = np.zeros(2**20)")
+        c.execute("a[:] = 1")
+        c.label("one")  # [2]
+        for i in range(2, 7):
+            c.execute(f"a[:] = {i}")  # [3]..[7], each 8 MB of its own
+        only = c.save("only", scope=SaveScope.ONLY)
+        whole = c.save("whole", scope=SaveScope.ALL)
+        assert only.kept == [7] and whole.kept == list(range(8))
+        budget = only.size + 3 * (8 << 20) + (4 << 20)
+        some = c.save("some", disk_budget=budget)
+        assert some.size <= budget, (some.size, budget)
+        assert 7 in some.kept and 2 in some.kept and 2 < len(some.kept) < len(whole.kept)
+        assert max(set(range(8)) - set(some.kept)) < min(set(some.kept) - {2})  # nearest first
+    assert parse_save(["s", "3", "--disk", "2G", "--only"], ":save") == SaveRequest(
+        "s", "3", False, SaveScope.ONLY, 2 << 30
+    )
+    for words, said in (
+        (["s", "--all", "--only"], ":save takes --all or --only, not both."),
+        (["s", "--disk"], ":save --disk needs a size."),
+        (["s", "--al"], ":save has no option --al."),
+    ):
+        with pytest.raises(ForkpointError) as caught:
+            parse_save(words, ":save")
+        assert caught.value.message == said
 
 
 def test_a_lazy_restore_gives_back_the_same_state(tmp_path: Path) -> None:

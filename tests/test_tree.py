@@ -152,3 +152,24 @@ def test_the_indexes_answer_as_a_walk_of_every_node_does(steps: list[tuple[int, 
         assert [n.id for n in tree.held_chain(cid)] == [
             n.id for n in tree.chain(cid) if n.usable or n.id == cid
         ]
+
+
+def test_a_save_keeps_the_branch_thinned_labels_first() -> None:
+    """:save keeps the checkpoint, the latest of each label, then the branch as eviction thins
+    it (dense recent, power-of-two further back), in that order; --only the one, --all every
+    one that can be saved (taken between inputs, held by a process or by the last save)."""
+    from forkpoint.controller.save_policy import SaveScope, choose_saved
+
+    tree = chain(40)
+    tree[5].label = "loaded"
+    tree[30].at_rest = False
+    for cid in (20, 21):
+        tree[cid].ended()
+    order = choose_saved(tree, 39, SaveScope.BRANCH)
+    assert order[:2] == [39, 5]
+    # depths count what can be saved (30 is mid-input, 20 and 21 gone): 8, 16 and 32 are 31, 22, 4
+    assert order[2:] == [38, 37, 36, 35, 34, 33, 32, 31, 22, 4]
+    assert choose_saved(tree, 39, SaveScope.ONLY) == [39]
+    every = choose_saved(tree, 39, SaveScope.ALL)
+    assert every == [c for c in range(39, -1, -1) if c not in (20, 21, 30)]
+    assert 20 in choose_saved(tree, 39, SaveScope.ALL, carried={20})  # its last save has it

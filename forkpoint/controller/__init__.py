@@ -17,6 +17,7 @@ from forkpoint.controller.results import (
     SaveProgress,
     Status,
 )
+from forkpoint.controller.save_policy import SaveScope
 from forkpoint.controller.script import Script, read_script
 from forkpoint.controller.supervisor import Death, DeathKind
 
@@ -32,6 +33,7 @@ __all__ = [
     "Resumed",
     "Rewound",
     "SaveProgress",
+    "SaveScope",
     "Saved",
     "Script",
     "Status",

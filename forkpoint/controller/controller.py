@@ -42,6 +42,7 @@ from forkpoint.controller.results import (
     Status,
     changes_between,
 )
+from forkpoint.controller.save_policy import SaveScope, choose_saved
 from forkpoint.controller.script import Script
 from forkpoint.controller.scripts import ScriptVerbs
 from forkpoint.controller.supervisor import Supervisor
@@ -388,11 +389,15 @@ class Controller:
         progress: Callable[[SaveProgress], None] | None = None,
         progress_every: float | None = None,
         replace: bool = False,
+        scope: SaveScope = SaveScope.BRANCH,
+        disk_budget: int | None = None,
     ) -> Saved:
-        """Save checkpoint ``ref`` (default: the current one) as session ``name`` with CRIU;
-        the checkpoint itself stays as it is. ``progress`` is told every ``progress_every``
-        seconds while CRIU writes. A session of that name is replaced only if ``replace``."""
-        from forkpoint.persist import store
+        """Save checkpoint ``ref`` (default: the current one) and, by ``scope``, its branch as
+        session ``name`` with CRIU (``save_policy``); the checkpoints stay as they are.
+        ``progress`` is told every ``progress_every`` seconds while CRIU writes. A session of
+        that name is replaced only if ``replace``, and then what its last save wrote of these
+        checkpoints is kept, not written again."""
+        from forkpoint.persist import carry, store
 
         if not replace and store.exists(name):
             raise ForkpointError(
@@ -404,7 +409,11 @@ class Controller:
             raise ForkpointError(
                 f"[{node.id}] was taken in the middle of an input; save one taken between inputs."
             )
-        return self._sessions.save(name, [node], "shell", None, progress, progress_every)
+        before = carry.previous(name, {cid: n.token for cid, n in tree.nodes.items()}) if replace else None
+        ids = choose_saved(tree, node.id, scope, before.same if before is not None else ())
+        return self._sessions.save(
+            name, [tree[cid] for cid in ids], "shell", None, progress, progress_every, disk_budget
+        )
 
     def save_script(
         self,

@@ -46,9 +46,11 @@ class ExecResult:
 @dataclass(frozen=True)
 class Saved:
     name: str
-    checkpoint: int
+    checkpoint: int  # the one it is saved at, and restores to
     size: int  # bytes on disk
     seconds: float
+    kept: list[int]  # every checkpoint it holds, oldest first
+    carried: list[int]  # those taken from the last save of the session, not dumped again
 
 
 @dataclass(frozen=True)

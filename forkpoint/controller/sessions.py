@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,8 +30,8 @@ from forkpoint.controller.pool import CheckpointPool
 from forkpoint.controller.results import Saved, SaveProgress
 from forkpoint.controller.supervisor import Supervisor
 from forkpoint.errors import ForkpointError
-from forkpoint.persist import pages, store
-from forkpoint.persist.criu import TICK, dump, find_criu, require_privileges, restore, written
+from forkpoint.persist import carry, pages, store
+from forkpoint.persist.criu import TICK, Criu, dump, find_criu, require_privileges, restore, written
 from forkpoint.tree import Checkpoint, CheckpointState
 
 __all__ = ["MAX_SAVED", "SessionKeeper"]
@@ -68,54 +69,103 @@ class SessionKeeper:
         script: dict[str, object] | None,
         progress: Callable[[SaveProgress], None] | None,
         progress_every: float | None = None,
+        disk_budget: int | None = None,
     ) -> Saved:
-        """Dump ``nodes`` (oldest first, unchanged pages shared with the one before) as
-        session ``name``; built hidden and renamed into place, so it is whole or absent. One
+        """Dump ``nodes`` as session ``name``, in their order (the first is the one it is saved
+        at and restores to; the others are written while ``disk_budget`` allows, the first and
+        labelled ones always), each sharing unchanged pages with the nearest one already on
+        disk. Those that the last save of ``name`` wrote are hard-linked from it, not dumped
+        again (``carry``). Built hidden and renamed into place, so it is whole or absent. One
         save of a name at a time, and never over a session a forkpoint has restored."""
         self.verified()
         with self._one_save_of(name), remembered_sigint() as pressed:
             criu = find_criu()
             require_privileges("saving a session")
             started = time.monotonic()
-            secret = secrets.token_hex(16)
-            latest = max(n.id for n in nodes)
-            every = sorted(self._pool.tree.nodes.values(), key=lambda n: n.id)
-            tree = [n.to_meta() for n in every if n.id <= latest]
-            session = store.Session(name, time.time(), source, latest, len(nodes), tree=tree, secret=secret)
-            session.kept, session.script = [n.id for n in nodes], script
+            at = nodes[0]
             final = store.sessions_dir() / store.check_name(name)
             if leftovers.in_use(final):
                 raise ForkpointError(
                     f"session {name!r} is in use (a forkpoint has it restored); it cannot be replaced now."
                 )
-            for node in nodes:
-                _refuse_network_sockets(node)
+            every = self._pool.tree.nodes
+            before = carry.previous(name, {cid: n.token for cid, n in every.items()})
+            carried = before.carried({n.id for n in nodes}) if before is not None else set()
+            secret = before.session.secret if before is not None and carried else secrets.token_hex(16)
+            if at.alive:
+                _refuse_network_sockets(at)  # the others with one are left out of the save
+            fresh = [
+                n for n in nodes if n is at or n.id not in carried and n.alive and _network_socket(n) is None
+            ]
             attach = str(final / "attach.json")
             with store.build(name) as folder:
-                previous: tuple[Path, dict[str, pages.Index]] | None = None
-                for index, node in enumerate(sorted(nodes, key=lambda n: n.id), 1):
-                    images = folder / "images" / str(node.id)
-                    images.mkdir(mode=0o700, parents=True)
-                    candidate = self._candidate(node, attach, f"{secret}-{node.id}")
-                    tick = None
-                    if progress is not None:
-                        resident = memory.measure(node.pid)  # what the candidate, its fork, holds
-                        expected = resident.rss if resident else 0
-                        where = SaveProgress(node.id, index, len(nodes), 0, expected)
-                        tick = _Progress(progress, where, images)
-                    try:
-                        interval = TICK if progress_every is None else progress_every
-                        dump(criu, candidate, str(images), self.rundir or str(folder), tick, interval)
-                    finally:
-                        self._supervisor.kill(candidate)
+                root = folder / "images"
+                known: dict[int, dict[str, pages.Index] | None] = {}  # on disk here: id -> indexes
+                for cid in sorted(carried):
+                    assert before is not None
+                    carry.link_images(before.images / str(cid), root / str(cid))
+                    known[cid] = None  # read when a dump shares with it
+                dumped: list[int] = []
+                for index, node in enumerate(fresh, 1):
+                    images = root / str(node.id)
+                    self._dump(
+                        criu,
+                        node,
+                        images,
+                        attach,
+                        f"{secret}-{node.id}",
+                        progress,
+                        progress_every,
+                        SaveProgress(node.id, index, len(fresh), 0, 0),
+                    )
                     pages.mark_lazy(images)
-                    previous = (images, pages.share_or_index(images, previous))
-                session.images = store.manifest(folder / "images")
+                    near = min(known, key=lambda cid: (abs(cid - node.id), cid), default=None)
+                    if near is not None and known[near] is None:
+                        known[near] = pages.chain_index(root / str(near))
+                    previous = None if near is None else (root / str(near), known[near] or {})
+                    known[node.id] = pages.share_or_index(images, previous)
+                    dumped.append(node.id)
+                    kept_anyway = node is at or node.label is not None
+                    if disk_budget is not None and not kept_anyway and store.size_of(folder) > disk_budget:
+                        shutil.rmtree(images)  # the newest on disk: nothing reads pages from it yet
+                        dumped.pop()
+                        del known[node.id]
+                        break
+                kept = sorted(carried | set(dumped))
+                top = max(kept)
+                tree = [n.to_meta() for n in sorted(every.values(), key=lambda n: n.id) if n.id <= top]
+                session = store.Session(name, time.time(), source, at.id, len(kept), tree=tree, secret=secret)
+                session.kept, session.script = kept, script
+                session.images = store.manifest(root, before.manifest_of(carried) if before else None)
                 store.write_meta(folder, session)
                 if pressed:  # a Ctrl-C whose KeyboardInterrupt was dropped: the save is still cancelled
                     raise KeyboardInterrupt
             size = store.size_of(store.sessions_dir() / name)
-            return Saved(name, latest, size, time.monotonic() - started)
+            return Saved(name, at.id, size, time.monotonic() - started, kept, sorted(carried))
+
+    def _dump(
+        self,
+        criu: Criu,
+        node: Checkpoint,
+        images: Path,
+        attach: str,
+        secret: str,
+        progress: Callable[[SaveProgress], None] | None,
+        progress_every: float | None,
+        where: SaveProgress,
+    ) -> None:
+        """CRIU dumps a fork of ``node`` (its candidate) into ``images``."""
+        images.mkdir(mode=0o700, parents=True)
+        candidate = self._candidate(node, attach, secret)
+        tick = None
+        if progress is not None:
+            resident = memory.measure(node.pid)  # what the candidate, its fork, holds
+            tick = _Progress(progress, replace(where, expected=resident.rss if resident else 0), images)
+        try:
+            interval = TICK if progress_every is None else progress_every
+            dump(criu, candidate, str(images), self.rundir or str(images.parent.parent), tick, interval)
+        finally:
+            self._supervisor.kill(candidate)
 
     @contextlib.contextmanager
     def _one_save_of(self, name: str) -> Iterator[None]:
@@ -233,23 +283,32 @@ class _Progress:
 def _refuse_network_sockets(node: Checkpoint) -> None:
     """CRIU cannot save an open TCP or UDP socket (it fails deep inside, in its own words:
     "sockets: Can't get 1:16 opt"); say which one, and what to do, before it starts."""
+    found = _network_socket(node)
+    if found is not None:
+        first, more = found
+        raise ForkpointError(
+            f"[{node.id}] has a network socket open ({first}){more}, which CRIU cannot save.",
+            "close it in the program (sock.close()), take a checkpoint, and save that one",
+        )
+
+
+def _network_socket(node: Checkpoint) -> tuple[str, str] | None:
+    """The first TCP or UDP socket ``node``'s process has open ("UDP 127.0.0.1:5000"), and
+    how many more (" (and 2 more)" or ""), if it has one."""
     import psutil
 
     try:
         sockets = psutil.Process(node.pid).net_connections(kind="inet")
     except psutil.Error:
-        return
+        return None
     if not sockets:
-        return
+        return None
     first = sockets[0]
     kind = "TCP" if first.type == socket.SOCK_STREAM else "UDP"
     local = f"{first.laddr.ip}:{first.laddr.port}" if first.laddr else "?"
     remote = f" to {first.raddr.ip}:{first.raddr.port}" if first.raddr else ""
     more = f" (and {len(sockets) - 1} more)" if len(sockets) > 1 else ""
-    raise ForkpointError(
-        f"[{node.id}] has a network socket open ({kind} {local}{remote}){more}, which CRIU cannot save.",
-        "close it in the program (sock.close()), take a checkpoint, and save that one",
-    )
+    return f"{kind} {local}{remote}", more
 
 
 class _Verifier:

@@ -19,7 +19,7 @@ from forkpoint.controller import Controller
 from forkpoint.controller.results import Rewound, Status
 from forkpoint.errors import ForkpointError
 from forkpoint.kernel import ENGINE_MAGICS
-from forkpoint.shell.render import Renderer, human_bytes, tree_lines
+from forkpoint.shell.render import Renderer, saved_text, tree_lines
 
 if TYPE_CHECKING:
     from forkpoint.kernel.kernel import ForkpointKernel
@@ -164,14 +164,13 @@ def _tree(kernel: ForkpointKernel, c: Controller) -> None:
 
 
 def _save(kernel: ForkpointKernel, c: Controller, words: list[str]) -> None:
-    force = "--force" in words
-    parts = [w for w in words if w != "--force"]
-    if not 1 <= len(parts) <= 2:
-        raise ForkpointError("%save needs a name (and a checkpoint, if not this one).")
-    saved = c.save(parts[0], parts[1] if len(parts) > 1 else None, replace=force)
-    kernel.say(
-        f'saved [{saved.checkpoint}] as "{saved.name}": {human_bytes(saved.size)} in {saved.seconds:.1f} s\n'
+    from forkpoint.shell.commands import parse_save
+
+    request = parse_save(words, "%save")
+    saved = c.save(
+        request.name, request.ref, replace=request.force, scope=request.scope, disk_budget=request.disk
     )
+    kernel.say(saved_text(saved) + "\n")
 
 
 def _autorewind(kernel: ForkpointKernel, words: list[str]) -> None:

@@ -22,6 +22,7 @@ _NUMBER = "number"  # a finite int or float within the years a session can be sa
 _HEX = "hex"
 _ENTRY: dict[str, tuple[Kind, bool]] = {
     "id": (int, True),
+    "token": (str, False),
     "parent": ((int, None), False),
     "source": (str, False),
     "label": ((str, None), False),

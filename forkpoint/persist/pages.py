@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Index", "PARENT_LINK", "mark_lazy", "share", "share_or_index"]
+__all__ = ["Index", "PARENT_LINK", "chain_index", "mark_lazy", "share", "share_or_index"]
 
 PAGE = 4096
 PE_PARENT, PE_LAZY, PE_PRESENT = 1, 2, 4
@@ -218,6 +218,22 @@ def _runs(equal: Any) -> Iterator[tuple[int, int, bool]]:
     ends = [*edges.tolist(), len(equal)]
     for start, end in zip(starts, ends, strict=True):
         yield start, end - start, bool(equal[start])
+
+
+def chain_index(images: Path) -> dict[str, Index]:
+    """The indexes of one checkpoint's images already in a session, through its parent links
+    (a save of the session again shares the new dumps' pages with them)."""
+    chain, seen = [images], {images.resolve()}
+    while (link := chain[-1] / PARENT_LINK).is_symlink():
+        parent = (chain[-1] / os.readlink(link)).resolve()
+        if parent in seen:
+            raise ValueError(f"{link} leads back to itself")
+        seen.add(parent)
+        chain.append(parent)
+    indexes: dict[str, Index] = {}
+    for folder in reversed(chain):
+        indexes = {p.name: index_of(folder, p.name, indexes.get(p.name)) for p in task_pagemaps(folder)}
+    return indexes
 
 
 def share_or_index(images: Path, previous: tuple[Path, dict[str, Index]] | None) -> dict[str, Index]:

@@ -131,14 +131,19 @@ LINK = -1  # the manifest's size for a parent link (see persist.pages); its targ
 _XXH3 = "xxh3:"  # a content hash's prefix; older sessions have SHA-256 of small files only
 
 
-def manifest(images: Path) -> dict[str, list[Any]]:
+def manifest(images: Path, known: dict[str, list[Any]] | None = None) -> dict[str, list[Any]]:
     """Size and content hash (XXH3-128) of each image file: CRIU can hang on a truncated image
     instead of failing, and restores a flipped byte in a pages image silently, so a restore
     checks every file first. XXH3 reads at memory speed: the check costs the read of the
-    images (0.23 s per GiB from the page cache here), which also warms the cache CRIU reads."""
+    images (0.23 s per GiB from the page cache here), which also warms the cache CRIU reads.
+    ``known`` entries (of images carried from a session's last save, hashed when written)
+    are taken as they are when the size agrees: a file damaged since fails the restore's check."""
     found: dict[str, list[Any]] = {}
+    known = known or {}
     for path in sorted(images.rglob("*.img")):
-        found[str(path.relative_to(images))] = [path.stat().st_size, _XXH3 + content_hash(path)]
+        name, size = str(path.relative_to(images)), path.stat().st_size
+        entry = known.get(name)
+        found[name] = entry if entry is not None and entry[0] == size else [size, _XXH3 + content_hash(path)]
     for link in sorted(images.glob(f"*/{PARENT_LINK}")):
         found[str(link.relative_to(images))] = [LINK, os.readlink(link)]
     return found
