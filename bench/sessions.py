@@ -14,6 +14,11 @@ Run: ``.venv/bin/python bench/sessions.py [MB]`` (part of ``make bench``; needs 
 - pages shared on disk: ``forkpoint run --on-error save`` of a script that builds the array
   and then changes 1 MB of it in each of five statements: the session's bytes on disk next to
   what its checkpoints would take stored whole.
+- a shell session's branch (issue 15): 20 inputs, the first building the array and each
+  other changing 1 MB of it, saved with every checkpoint of its branch (``--all``): bytes on
+  disk next to the checkpoints stored whole; and saving it again after 10 more inputs (what
+  its last save wrote is linked, only the new ones dumped) next to a first save of the same
+  30 checkpoints under a new name.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from forkpoint.controller import Controller
+from forkpoint.controller import Controller, SaveScope
 from forkpoint.persist import pages, store
 from forkpoint.persist.criu import find_criu
 
@@ -95,7 +100,7 @@ def forkpoint(n: int) -> tuple[float, float, int, float, float, float]:
     try:
         with Controller(stdio=stdio) as c:
             c.execute(f"import numpy as np\na = np.arange({n}, dtype=np.float64)")
-            saved = c.save("bench")
+            saved = c.save("bench", scope=SaveScope.ONLY)  # one checkpoint, as plain CRIU dumps one
         timed = []
         for lazy in (False, True):
             t0 = time.perf_counter()
@@ -140,18 +145,40 @@ def shared(n: int, work: Path) -> tuple[int, int, int, float]:
         stdin=subprocess.DEVNULL,
     )
     took = time.perf_counter() - t0
-    if "saved the failure" not in done.stdout:
+    if "saved the failure" not in done.stderr:  # forkpoint's sentences go to stderr
         raise SystemExit(done.stdout + done.stderr)
     images = store.sessions_dir() / "grow" / "images"
-    whole = 0
+    return disk(images), whole_bytes(images), len(list(images.iterdir())), took
+
+
+def whole_bytes(images: Path) -> int:
+    """What the checkpoints under ``images`` would take with no page shared on disk."""
+    total = 0
     for dump in images.iterdir():
         for path in pages.task_pagemaps(dump):
             entries = pages.read_pagemap(path).entries
-            whole += (
-                sum(nr for _, nr, flags in entries if flags & (pages.PE_PRESENT | pages.PE_PARENT))
-                * pages.PAGE
-            )
-    return disk(images), whole, len(list(images.iterdir())), took
+            total += sum(nr for _, nr, f in entries if f & (pages.PE_PRESENT | pages.PE_PARENT)) * pages.PAGE
+    return total
+
+
+def branch(n: int) -> tuple[int, int, int, float, float, float, int]:
+    """A shell session of 20 inputs saved with its branch, then again after 10 more."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with Controller(stdio=(null, null, null)) as c:
+            c.execute(f"import numpy as np\na = np.arange({n}, dtype=np.float64)")
+            for k in range(1, 20):
+                c.execute(f"a[{k} << 17 : ({k} + 1) << 17] += 1")  # 1 MB
+            first = c.save("branch", scope=SaveScope.ALL)
+            images = store.sessions_dir() / "branch" / "images"
+            stored, whole = disk(images), whole_bytes(images)
+            for k in range(20, 30):
+                c.execute(f"a[{k} << 17 : ({k} + 1) << 17] += 1")
+            again = c.save("branch", scope=SaveScope.ALL, replace=True)
+            fresh = c.save("branch-fresh", scope=SaveScope.ALL)
+    finally:
+        os.close(null)
+    return stored, whole, len(first.kept), first.seconds, again.seconds, fresh.seconds, len(again.carried)
 
 
 def main(megabytes: str = "1024") -> None:
@@ -186,6 +213,18 @@ def main(megabytes: str = "1024") -> None:
         f"(run to failure and save {took:.1f} s)"
     )
     print(f"  on disk  {stored / 1e6:6.0f} MB | stored whole {whole / 1e6:6.0f} MB | {stored / whole:5.2f}x")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_DATA_HOME"] = tmp
+        stored, whole, count, first, again, fresh, carried = branch(n)
+    print(f"a shell session: 20 inputs on a {megabytes} MB array, 1 MB changed by each, saved --all")
+    print(
+        f"  on disk  {stored / 1e6:6.0f} MB for {count} checkpoints | stored whole {whole / 1e6:6.0f} MB | "
+        f"{stored / whole:5.2f}x; saved in {first:.1f} s"
+    )
+    print(
+        f"  10 inputs later, saved again: {again:.1f} s ({carried} checkpoints linked from the last save) | "
+        f"a first save of the same {count + 10}: {fresh:.1f} s | {again / fresh:5.2f}x"
+    )
 
 
 if __name__ == "__main__":
