@@ -250,7 +250,8 @@ def test_save_then_restore_in_a_new_kernel_brings_the_live_state_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """%save in one kernel, %restore in another (as after a reboot): numpy and OpenCV objects,
-    a closure, and the checkpoint tree are back; a name not saved changes nothing."""
+    a closure, and the checkpoint tree with its branch are back; a name not saved changes
+    nothing."""
     setup = (
         "import numpy as np, cv2\n"
         "img = np.arange(120 * 160 * 3, dtype=np.uint8).reshape(120, 160, 3)\n"
@@ -262,6 +263,7 @@ def test_save_then_restore_in_a_new_kernel_brings_the_live_state_back(
     nb = next(first)
     try:
         assert nb.run(setup).ok
+        assert nb.run("x = 1").ok and nb.run("%label one").ok and nb.run("x = 2").ok
         saved = nb.run("%save nightly")
         assert saved.ok and 'as "nightly"' in saved.stream(), saved.outputs
         digest = nb.value("(int(blurred.sum()), triple(14))")
@@ -279,6 +281,7 @@ def test_save_then_restore_in_a_new_kernel_brings_the_live_state_back(
         assert nb.value("(int(blurred.sum()), triple(14))") == digest
         assert nb.value("bool(cv2.GaussianBlur(img, (5, 5), 0).sum() == blurred.sum())") == "True"
         assert "kept" not in nb.run("%checkpoints").stream()
+        assert nb.run("%rewind one").ok and nb.value("x") == "1"  # the branch came with it, on disk
     finally:
         second.close()
 
