@@ -368,6 +368,11 @@ def test_a_rewind_to_a_checkpoint_the_session_did_not_save_says_so(tmp_path: Pat
         assert caught.value.message == "checkpoint [1] was not saved with this session; it holds [3]."
         assert c.evaluate("x") == (True, "2")
         assert c.view().nodes[1].state.value == "not saved"
+        with pytest.raises(
+            ForkpointError, match="^session 'one' is the one this forkpoint was restored from"
+        ):
+            c.save("one", replace=True)
+        assert c.save("two").kept == [3]
 
 
 def _inodes(name: str) -> dict[str, int]:

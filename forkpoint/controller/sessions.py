@@ -84,6 +84,12 @@ class SessionKeeper:
             started = time.monotonic()
             at = nodes[0]
             final = store.sessions_dir() / store.check_name(name)
+            if self._stored is not None and self._stored[0] == final:
+                raise ForkpointError(
+                    f"session {name!r} is the one this forkpoint was restored from, and its checkpoints on "
+                    "disk are read from it: it cannot be replaced while this forkpoint runs.",
+                    "save under another name",
+                )
             if leftovers.in_use(final):
                 raise ForkpointError(
                     f"session {name!r} is in use (a forkpoint has it restored); it cannot be replaced now."
