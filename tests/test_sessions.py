@@ -429,6 +429,9 @@ def test_a_save_keeps_what_it_is_told_and_what_the_disk_budget_allows(tmp_path: 
         assert some.size <= budget, (some.size, budget)
         assert 7 in some.kept and 2 in some.kept and 2 < len(some.kept) < len(whole.kept)
         assert max(set(range(8)) - set(some.kept)) < min(set(some.kept) - {2})  # nearest first
+        c.execute("a[:] = 9")  # [8]
+        again = c.save("some", replace=True)  # its last save left some out: the rest still carry
+        assert again.carried == some.kept and again.kept == list(range(9))
     assert parse_save(["s", "3", "--disk", "2G", "--only"], ":save") == SaveRequest(
         "s", "3", False, SaveScope.ONLY, 2 << 30
     )
