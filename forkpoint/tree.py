@@ -45,7 +45,7 @@ class CheckpointState(Enum):
     @property
     def alive(self) -> bool:
         """A process holds it now."""
-        return self in (CheckpointState.ALIVE, CheckpointState.RESTORED)
+        return self in _HOLD_A_PROCESS
 
     @property
     def stored(self) -> bool:
@@ -55,7 +55,11 @@ class CheckpointState(Enum):
     @property
     def usable(self) -> bool:
         """It can be rewound to: alive, or brought back from disk."""
-        return self is not CheckpointState.GONE and self is not CheckpointState.UNSAVED
+        return self not in _GONE_FOR_GOOD
+
+
+_HOLD_A_PROCESS = frozenset({CheckpointState.ALIVE, CheckpointState.RESTORED})
+_GONE_FOR_GOOD = frozenset({CheckpointState.GONE, CheckpointState.UNSAVED})  # no transition leaves these
 
 
 # The current branch keeps this many recent checkpoints; older ones only at power-of-two depths.
@@ -210,13 +214,12 @@ class CheckpointTree:
 
     def alive(self) -> list[Checkpoint]:
         """The checkpoints a process holds now, oldest first (asked several times an input,
-        so the states are compared here, not through properties)."""
+        so the states are looked up here, not through two properties a node)."""
         alive, gone = [], []
         for node in self._held.values():
-            state = node.state
-            if state is CheckpointState.ALIVE or state is CheckpointState.RESTORED:
+            if node.state in _HOLD_A_PROCESS:
                 alive.append(node)
-            elif state is CheckpointState.GONE or state is CheckpointState.UNSAVED:
+            elif node.state in _GONE_FOR_GOOD:
                 gone.append(node.id)
         for cid in gone:
             del self._held[cid]

@@ -397,7 +397,7 @@ class Controller:
         ``progress`` is told every ``progress_every`` seconds while CRIU writes. A session of
         that name is replaced only if ``replace``, and then what its last save wrote of these
         checkpoints is kept, not written again."""
-        from forkpoint.persist import carry, store
+        from forkpoint.persist import store
 
         if not replace and store.exists(name):
             raise ForkpointError(
@@ -409,11 +409,10 @@ class Controller:
             raise ForkpointError(
                 f"[{node.id}] was taken in the middle of an input; save one taken between inputs."
             )
-        before = carry.previous(name, {cid: n.token for cid, n in tree.nodes.items()}) if replace else None
+        before = self._sessions.previous(name) if replace else None
         ids = choose_saved(tree, node.id, scope, before.same if before is not None else ())
-        return self._sessions.save(
-            name, [tree[cid] for cid in ids], "shell", None, progress, progress_every, disk_budget
-        )
+        nodes = [tree[cid] for cid in ids]
+        return self._sessions.save(name, nodes, "shell", None, progress, progress_every, disk_budget, before)
 
     def save_script(
         self,

@@ -33,8 +33,8 @@ MEASURE_EVERY = 1.0  # seconds between exact budget decisions within an input
 
 def headroom(budget: int) -> int:
     """How far below the budget eviction decisions aim. A reading is exact when made, but a
-    checkpoint goes on for a moment after it (its hello, parking on its connection: about
-    100 KB of pages of its own), and the head's last writes of an input land after the
+    checkpoint goes on for a moment after it (its hello, parking on its connection: up to
+    0.7 MB of pages of its own, measured), and the head's last writes of an input land after the
     decision; 1% of the budget, at least 1 MiB and at most 64 MiB, covers that drift."""
     return min(max(budget // 100, 1 << 20), 64 << 20)
 

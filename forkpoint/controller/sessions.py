@@ -70,13 +70,15 @@ class SessionKeeper:
         progress: Callable[[SaveProgress], None] | None,
         progress_every: float | None = None,
         disk_budget: int | None = None,
+        before: carry.Previous | None = None,
     ) -> Saved:
         """Dump ``nodes`` as session ``name``, in their order (the first is the one it is saved
         at and restores to; the others are written while ``disk_budget`` allows, the first and
         labelled ones always), each sharing unchanged pages with the nearest one already on
-        disk. Those that the last save of ``name`` wrote are hard-linked from it, not dumped
-        again (``carry``). Built hidden and renamed into place, so it is whole or absent. One
-        save of a name at a time, and never over a session a forkpoint has restored."""
+        disk. Those that ``before``, the last save of ``name`` (``previous``), wrote are
+        hard-linked from it, not dumped again (``carry``). Built hidden and renamed into
+        place, so it is whole or absent. One save of a name at a time, and never over a
+        session a forkpoint has restored."""
         self.verified()
         with self._one_save_of(name), remembered_sigint() as pressed:
             criu = find_criu()
@@ -95,7 +97,6 @@ class SessionKeeper:
                     f"session {name!r} is in use (a forkpoint has it restored); it cannot be replaced now."
                 )
             every = self._pool.tree.nodes
-            before = carry.previous(name, {cid: n.token for cid, n in every.items()})
             carried = before.carried({n.id for n in nodes}) if before is not None else set()
             secret = before.session.secret if before is not None and carried else secrets.token_hex(16)
             if at.alive:
@@ -172,6 +173,10 @@ class SessionKeeper:
             dump(criu, candidate, str(images), self.rundir or str(images.parent.parent), tick, interval)
         finally:
             self._supervisor.kill(candidate)
+
+    def previous(self, name: str) -> carry.Previous | None:
+        """The last save of session ``name``, for a save of it again to take images from."""
+        return carry.previous(name, {cid: n.token for cid, n in self._pool.tree.nodes.items()})
 
     @contextlib.contextmanager
     def _one_save_of(self, name: str) -> Iterator[None]:

@@ -36,7 +36,7 @@ class Previous:
         """Which images to take for the ``wanted`` ids: those it has of them, and every image
         they read pages from. Empty if its links are not what a save writes."""
         out: set[int] = set()
-        todo = sorted(wanted & self.same & set(self.session.kept))  # its tree has the unsaved too
+        todo = list(wanted & self.same & set(self.session.kept))  # its tree lists the unsaved too
         while todo:
             cid = todo.pop()
             if cid in out:
