@@ -55,12 +55,23 @@ def share(folder: Path | str) -> int | None:
 
 @contextlib.contextmanager
 def exclusive(path: Path | str) -> Iterator[None]:
-    """One process at a time in the block, across processes (waits for the others)."""
-    fd = _lock(path, fcntl.LOCK_EX)
-    assert fd is not None
+    """One process at a time in the block, across processes (waits for the others). The lock
+    file is removed when the block ends, so that one per session secret does not pile up; a
+    waiter that then holds the removed file's lock tries again on the new one."""
+    while True:
+        fd = _lock(path, fcntl.LOCK_EX)
+        assert fd is not None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     try:
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         os.close(fd)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["cache_dir", "data_dir", "runtime_root", "short_temp_dir", "state_dir"]
+__all__ = ["attach_file", "cache_dir", "data_dir", "runtime_root", "short_temp_dir", "state_dir"]
 
 
 def _xdg(var: str, fallback: str) -> str:
@@ -33,6 +33,16 @@ def runtime_root() -> str:
     if os.path.isabs(value) and os.path.isdir(value) and _fits(root):
         return root
     return os.path.join(short_temp_dir(), f"forkpoint-{os.getuid()}")
+
+
+def attach_file(secret: str, uid: int) -> str:
+    """Where a restored process finds its new controller's address. The path is baked into
+    the saved process, so it must be the same on every machine and for every store and session
+    name: /tmp (not $TMPDIR or $XDG_RUNTIME_DIR, which differ between nodes), named for the
+    uid the process runs as and for its session's secret, never for where it is stored."""
+    import hashlib
+
+    return f"/tmp/forkpoint-{uid}/attach/{hashlib.sha256(secret.encode()).hexdigest()[:32]}.json"
 
 
 def short_temp_dir() -> str:

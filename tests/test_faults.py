@@ -333,11 +333,11 @@ def test_links_in_the_store_are_never_followed(tmp_path: Path, isolated: str) ->
 
 
 @pytest.mark.criu
-def test_a_session_in_use_or_renamed_says_so_at_once(tmp_path: Path, isolated: str) -> None:
+def test_a_session_in_use_says_so_at_once_and_a_renamed_one_restores(tmp_path: Path, isolated: str) -> None:
     """Two restores of one session at once give two independent copies (the restores take
     turns with the session's attach file); an rm of a session a forkpoint has restored is
     refused in one sentence and the restored copy goes on; a session dir renamed after its save
-    says what to do instead of waiting for a process that looks for the old name."""
+    restores as well (its processes look for their controller by its secret, not its name)."""
     with Controller() as c:
         c.execute("y = ['kept']")
         c.save("s")
@@ -356,10 +356,13 @@ def test_a_session_in_use_or_renamed_says_so_at_once(tmp_path: Path, isolated: s
         first.close()
         second.close()
     (store.sessions_dir() / "s").rename(store.sessions_dir() / "renamed")
-    moved = _restore(tmp_path, isolated, "renamed")
-    assert moved.returncode == 2 and "was saved as 's'" in moved.stderr, moved.stderr
-    (store.sessions_dir() / "renamed").rename(store.sessions_dir() / "s")
-    assert command(tmp_path, isolated, FORKPOINT, "rm", "s").returncode == 0
+    moved = Terminal(["restore", "renamed"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        moved.wait_prompt()  # its processes find their controller whatever the session is called
+        assert moved.run("y").strip() == "['kept']"
+    finally:
+        moved.close()
+    assert command(tmp_path, isolated, FORKPOINT, "rm", "renamed").returncode == 0
 
 
 def test_a_bare_fork_in_an_input_leaves_one_head(tmp_path: Path, isolated: str) -> None:

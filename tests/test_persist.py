@@ -134,7 +134,7 @@ def test_bad_sessions_get_one_sentence_and_harm_nothing_else(tmp_path: Path) -> 
     ):
         store.load("other-python")
     with pytest.raises(
-        ForkpointError, match=r"^session 'older' was saved in format 1; this forkpoint reads format 2 only\."
+        ForkpointError, match=r"^session 'older' was saved in format 1; this forkpoint reads format 3 only\."
     ):
         store.load("older")
     with pytest.raises(ForkpointError, match=r"^there is no session named 'nope'\."):

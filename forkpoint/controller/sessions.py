@@ -56,7 +56,7 @@ class SessionKeeper:
         self._lazy = lazy  # restore with lazy pages (userfaultfd): ready at once, memory follows
         self._held: int | None = None  # the lock on the session this controller restored from
         self._verifier: _Verifier | None = None  # the pages' check behind a lazy restore
-        self._stored: tuple[Path, str] | None = None  # the restored session's dir and secret
+        self._stored: tuple[Path, str, int] | None = None  # the restored session's dir, secret, uid
         self.rundir = ""
 
     # ----------------------------------------------------------------- save
@@ -104,8 +104,8 @@ class SessionKeeper:
             fresh = [
                 n for n in nodes if n is at or n.id not in carried and n.alive and _network_socket(n) is None
             ]
-            attach = str(final / "attach.json")
-            with store.build(name) as folder:
+            attach = paths.attach_file(secret, os.getuid())
+            with _attach_turn(Path(attach)), store.build(name) as folder:
                 root = folder / "images"
                 known: dict[int, dict[str, pages.Index] | None] = {}  # on disk here: id -> indexes
                 for cid in sorted(carried):
@@ -209,11 +209,6 @@ class SessionKeeper:
         restored yet: each restored process holds all of its memory (restored processes share
         no pages), so a script's ten checkpoints of 1 GB each come back only when needed."""
         session, folder = store.load(name)
-        if folder.name != session.name:
-            raise ForkpointError(
-                f"session {name!r} was saved as {session.name!r}, and its processes look for it under that "
-                f"name: restore {session.name!r}, or rename this one back to it."
-            )
         held = leftovers.share(folder)
         if held is None:
             raise ForkpointError(
@@ -230,7 +225,7 @@ class SessionKeeper:
         for entry in session.tree:
             state = on_disk if entry.get("id") in kept else CheckpointState.UNSAVED
             self._pool.tree.restore_node(entry, state)
-        self._stored = (folder, session.secret)
+        self._stored = (folder, session.secret, session.uid)
         self._pool.bring_back = self.bring_back
         return session
 
@@ -252,11 +247,9 @@ class SessionKeeper:
         back, it finds this controller through the session's attach file, takes the stdio
         fds and parks (lazily restored, it parks until it becomes the head)."""
         assert self._stored is not None
-        folder, secret = self._stored
-        attach = folder / "attach.json"
-        # One restore of this session at a time, across forkpoints: the attach file is the one
-        # place the restored process looks for its controller (two at once would swap them).
-        with leftovers.exclusive(folder / ".attach.lock"):
+        folder, secret, uid = self._stored
+        attach = Path(paths.attach_file(secret, uid))
+        with _attach_turn(attach):
             store.write_private(attach, {"socket": self._hub.socket_path, "controller": os.getpid()})
             try:
                 self._restore(folder / "images" / str(node.id), f"{secret}-{node.id}", node)
@@ -276,6 +269,20 @@ class SessionKeeper:
         )
         socket.send_fds(arrival.channel.sock, [b"F"], list(self._stdio()))
         self._pool.adopt(node, int(arrival.hello["pid"]), arrival.channel)
+
+
+@contextlib.contextmanager
+def _attach_turn(attach: Path) -> Iterator[None]:
+    """The attach file is the one place a restored process looks for its controller, named
+    for its session's secret, which copies of the session (renamed, imported) share. One
+    forkpoint at a time uses it: a restore (two at once would swap their processes) or a save
+    whose candidates wait for it (one written then would reach them before they are dumped).
+    A file left by a forkpoint killed mid-restore is removed first, for the same reason."""
+    private_dir(str(attach.parent.parent))
+    private_dir(str(attach.parent))
+    with leftovers.exclusive(attach.with_suffix(".lock")):
+        attach.unlink(missing_ok=True)
+        yield
 
 
 class _Progress:

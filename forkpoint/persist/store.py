@@ -46,7 +46,7 @@ __all__ = [
     "write_private",
 ]
 
-META_VERSION = 2  # 2: the saved tree has an init of its own; dumps share pages
+META_VERSION = 3  # 2: the saved tree has an init of its own; dumps share pages. 3: paths.attach_file
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
