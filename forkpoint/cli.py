@@ -125,10 +125,18 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="what works on this machine: fork checkpoints, CRIU, privileges")
     doctor.set_defaults(func=_cmd_doctor)
     sessions = sub.add_parser("sessions", help="list saved sessions")
-    sessions.set_defaults(func=_cmd_sessions)
+    sessions.set_defaults(func=_cmd_store)
     remove = sub.add_parser("rm", help="delete a saved session")
     remove.add_argument("name")
-    remove.set_defaults(func=_cmd_rm)
+    remove.set_defaults(func=_cmd_store)
+    export = sub.add_parser("export", help="write a saved session to one file, to move it to another machine")
+    export.add_argument("name")
+    export.add_argument("file", nargs="?", help="where to write it (default: ./NAME.forkpoint)")
+    export.set_defaults(func=_cmd_store)
+    imported = sub.add_parser("import", help="check a session file written by export and add it to the store")
+    imported.add_argument("file")
+    imported.add_argument("name", nargs="?", help="the name to give it (default: the one it was saved under)")
+    imported.set_defaults(func=_cmd_store)
     kernel = sub.add_parser("kernel", help="the Jupyter kernel: forkpoint kernel install")
     kernel_sub = kernel.add_subparsers(dest="kernel_command", required=True, metavar="ACTION")
     install = kernel_sub.add_parser("install", help='install the "Python (forkpoint)" kernelspec')
@@ -160,23 +168,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _sweep() -> None:
-    """Remove what forkpoints killed before left behind (runtime dirs, partial saves)."""
-    from forkpoint import leftovers, paths
-    from forkpoint.persist.store import sessions_dir
+def _cmd_store(args: argparse.Namespace) -> int:
+    from forkpoint import store_commands
 
-    root = paths.runtime_root()
-    if os.path.isdir(root) and os.lstat(root).st_uid == os.getuid():  # never another user's
-        leftovers.sweep(root, sessions_dir())
-
-
-def _cmd_sessions(args: argparse.Namespace) -> int:
-    from forkpoint.persist.store import list_sessions
-    from forkpoint.shell.render import Renderer
-
-    _sweep()
-    Renderer().sessions(list_sessions())
-    return 0
+    return store_commands.run(args)
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -194,15 +189,6 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         took = time.monotonic() - started
         render.line(f'restored "{args.name}" [{controller.current}] in {took:.1f} s', "info")
         return Shell(controller, render).run()
-
-
-def _cmd_rm(args: argparse.Namespace) -> int:
-    from forkpoint.persist.store import remove
-
-    _sweep()
-    remove(args.name)
-    print(f"removed session {args.name!r}")
-    return 0
 
 
 def _controller(args: argparse.Namespace, render: Renderer) -> Controller:

@@ -91,6 +91,15 @@ class Renderer:
         self.out.flush()
         self._partial = True
 
+    def transfer(self, verb: str, what: str, done: int, total: int) -> None:
+        """An export's or import's progress, as ``progress`` draws a save's."""
+        if not self.out.isatty():
+            return
+        share = f" ({100 * done // total}%)" if total else ""
+        self.out.write(f"\r\x1b[K{verb} {what}: {human_bytes(done)} of {human_bytes(total)}{share}")
+        self.out.flush()
+        self._partial = True
+
     def event(self, event: Event) -> None:
         if isinstance(event, Output):  # pipes mode: the head's own output, as it wrote it
             stream = self.out if event.stream is Stream.STDOUT else self.err

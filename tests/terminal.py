@@ -24,8 +24,10 @@ def clean(text: str) -> str:
 class Terminal:
     """One forkpoint process in a pty of fixed size; ``transcript`` keeps everything it printed."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: str | None = None) -> None:
-        exe = str(Path(sys.executable).with_name("forkpoint"))
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: str | None = None, exe: str | None = None
+    ) -> None:
+        exe = exe or str(Path(sys.executable).with_name("forkpoint"))
         self.transcript: list[str] = []
         self.child = pexpect.spawn(
             exe,

@@ -512,11 +512,10 @@ def test_a_rewind_names_the_files_written_since(tmp_path: Path, isolated: str) -
 
 
 @pytest.mark.criu
-def test_a_restore_with_the_disk_full_is_one_sentence(
-    tmp_path: Path, isolated: str, small_disk: Path
-) -> None:
-    """The store on a 20 MB tmpfs holding a saved session and then filled: restore says the
-    disk is full, in one sentence (it was an ENOSPC traceback)."""
+def test_a_restore_with_the_stores_disk_full_works(tmp_path: Path, isolated: str, small_disk: Path) -> None:
+    """The store on a 20 MB tmpfs holding a saved session and then filled: a restore writes
+    nothing there (it once wrote its attach file there, and failed with an ENOSPC traceback,
+    then with a sentence), so it works."""
     with Controller() as c:
         c.execute("z = 1")
         c.save("s", scope=SaveScope.ONLY)
@@ -532,5 +531,5 @@ def test_a_restore_with_the_disk_full_is_one_sentence(
         timeout=30,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
-    assert "no space left on the disk" in done.stderr, done.stderr
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.startswith('restored "s" [1] in '), done.stdout

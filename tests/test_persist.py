@@ -13,6 +13,7 @@ import pytest
 from forkpoint.errors import ForkpointError
 from forkpoint.persist import store
 from forkpoint.persist.criu import find_criu
+from forkpoint.shell.render import human_bytes
 
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
 
@@ -98,7 +99,10 @@ def test_sessions_are_private_listed_and_removed(tmp_path: Path) -> None:
     assert where == folder and session.checkpoints == 2 and session.checkpoint == 3
     done = cli(tmp_path, "sessions")
     assert done.stdout.splitlines()[0].split() == ["NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE"]
-    assert done.stdout.splitlines()[1].split()[0] == "nightly" and "5.2 KB" in done.stdout
+    assert (
+        done.stdout.splitlines()[1].split()[0] == "nightly"
+        and human_bytes(store.size_of(folder)) in done.stdout
+    )
     assert cli(tmp_path, "rm", "nightly").returncode == 0
     assert "no saved sessions" in cli(tmp_path, "sessions").stdout
     done = cli(tmp_path, "rm", "nightly")

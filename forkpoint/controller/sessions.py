@@ -30,7 +30,7 @@ from forkpoint.controller.pool import CheckpointPool
 from forkpoint.controller.results import Saved, SaveProgress
 from forkpoint.controller.supervisor import Supervisor
 from forkpoint.errors import ForkpointError
-from forkpoint.persist import carry, pages, store
+from forkpoint.persist import carry, needs, pages, store
 from forkpoint.persist.criu import TICK, Criu, dump, find_criu, require_privileges, restore, written
 from forkpoint.tree import Checkpoint, CheckpointState
 
@@ -57,6 +57,7 @@ class SessionKeeper:
         self._held: int | None = None  # the lock on the session this controller restored from
         self._verifier: _Verifier | None = None  # the pages' check behind a lazy restore
         self._stored: tuple[Path, str, int] | None = None  # the restored session's dir, secret, uid
+        self._needs: dict[str, list[object]] = {}  # what its checkpoints need of this machine
         self.rundir = ""
 
     # ----------------------------------------------------------------- save
@@ -144,6 +145,8 @@ class SessionKeeper:
                 session = store.Session(name, time.time(), source, at.id, len(kept), tree=tree, secret=secret)
                 session.kept, session.script = kept, script
                 session.images = store.manifest(root, before.manifest_of(carried) if before else None)
+                session.needs = _needs(root, kept, before.session.needs if before else None)
+                session.criu = "{}.{}".format(*criu.version)
                 store.write_meta(folder, session)
                 if pressed:  # a Ctrl-C whose KeyboardInterrupt was dropped: the save is still cancelled
                     raise KeyboardInterrupt
@@ -220,12 +223,15 @@ class SessionKeeper:
             self._verifier = _Verifier(name, folder / "images", deferred)
         find_criu()
         require_privileges("restoring a session")
+        if session.checkpoint in session.kept:  # the one it brings back first; bring_back checks each
+            needs.check(name, folder / "images" / str(session.checkpoint), session.needs)
         on_disk = CheckpointState.LAZY_ON_DISK if self._lazy else CheckpointState.ON_DISK
         kept = set(session.kept)
         for entry in session.tree:
             state = on_disk if entry.get("id") in kept else CheckpointState.UNSAVED
             self._pool.tree.restore_node(entry, state)
         self._stored = (folder, session.secret, session.uid)
+        self._needs = session.needs
         self._pool.bring_back = self.bring_back
         return session
 
@@ -248,6 +254,7 @@ class SessionKeeper:
         fds and parks (lazily restored, it parks until it becomes the head)."""
         assert self._stored is not None
         folder, secret, uid = self._stored
+        needs.check(folder.name, folder / "images" / str(node.id), self._needs)
         attach = Path(paths.attach_file(secret, uid))
         with _attach_turn(attach):
             store.write_private(attach, {"socket": self._hub.socket_path, "controller": os.getpid()})
@@ -269,6 +276,15 @@ class SessionKeeper:
         )
         socket.send_fds(arrival.channel.sock, [b"F"], list(self._stdio()))
         self._pool.adopt(node, int(arrival.hello["pid"]), arrival.channel)
+
+
+def _needs(root: Path, kept: list[int], before: dict[str, list[object]] | None) -> dict[str, list[object]]:
+    """What the saved checkpoints need of a machine, for a restore to compare (persist.needs)."""
+    union: dict[str, needs.Need] = {}
+    for cid in reversed(kept):  # the newest first: a file whose size changed is as they last saw it
+        for path, need in needs.needed(root / str(cid)).items():
+            union.setdefault(path, need)
+    return needs.record(union, before)
 
 
 @contextlib.contextmanager

@@ -65,7 +65,10 @@ _SESSION: dict[str, tuple[Kind, bool]] = {
     "secret": (_HEX, False),
     "images": (("dict", "image"), False),
     "kept": (("list", int), False),
+    "needs": (("dict", "need"), False),
+    "criu": (str, False),
 }
+_ROLES = ("INTERPRETER", "MAPPED", "OPEN", "FOLDER")  # persist.needs.Role's names
 _IMAGE = re.compile(r"\d+/(?!\.+$)[A-Za-z0-9_.-]+")  # images/ID/FILE: no .., no path out
 _LATEST = 4102444800  # 2100-01-01: a later save time is no save time
 
@@ -138,6 +141,14 @@ def _fits(value: object, kind: Kind, where: str) -> bool:
             and not isinstance(value[0], bool)
             and (value[1] is None or isinstance(value[1], str))
         )
+    if kind == "need":  # [role, size, mtime_ns, hash or ""] (persist.needs.record)
+        return (
+            isinstance(value, list)
+            and len(value) == 4
+            and value[0] in _ROLES
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:3])
+            and isinstance(value[3], str)
+        )
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
@@ -165,5 +176,10 @@ def _named(kind: Kind) -> str:
     if kind is None:
         return "null"
     if isinstance(kind, str):
-        return {"number": "a time", "hex": "a hex string", "image": "[size, hash]"}[kind]
+        return {
+            "number": "a time",
+            "hex": "a hex string",
+            "image": "[size, hash]",
+            "need": "[role, size, mtime, hash]",
+        }[kind]
     return {"int": "an int"}.get(kind.__name__, f"a {kind.__name__}")

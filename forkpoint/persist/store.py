@@ -40,6 +40,7 @@ __all__ = [
     "list_sessions",
     "load",
     "remove",
+    "session_from_meta",
     "sessions_dir",
     "size_of",
     "write_meta",
@@ -66,6 +67,8 @@ class Session:
     secret: str = ""  # what the restored process proves itself with to the new controller
     images: dict[str, list[Any]] = field(default_factory=dict)  # file -> [size, sha256 if small]
     kept: list[int] = field(default_factory=list)  # the checkpoints with images, images/ID/
+    needs: dict[str, list[Any]] = field(default_factory=dict)  # what it needs of a machine: persist.needs
+    criu: str = ""  # the version of CRIU that dumped it
 
     def meta(self) -> dict[str, Any]:
         return {"version": META_VERSION, **asdict(self)}
@@ -262,7 +265,7 @@ def load(name: str) -> tuple[Session, Path]:
                 f"{META_VERSION} only.",
                 "save it again with the forkpoint that made it",
             )
-        session = _from_meta(meta)
+        session = session_from_meta(meta)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ForkpointError(f"session {name!r} is damaged: its meta.json cannot be read ({exc}).") from None
     here = sys.version.split()[0]
@@ -275,7 +278,9 @@ def load(name: str) -> tuple[Session, Path]:
     return session, folder
 
 
-def _from_meta(meta: Any) -> Session:
+def session_from_meta(meta: Any) -> Session:
+    """The session a meta.json's JSON describes; ValueError (or KeyError, TypeError) naming
+    what is wrong with it."""
     if not isinstance(meta, dict) or meta.get("version") != META_VERSION:
         raise ValueError("not a forkpoint session of this format")
     check_meta(meta)  # every field, before any of it is used
@@ -289,7 +294,7 @@ def list_sessions() -> list[Session]:
         if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
             continue  # a link is never followed: it is no session
         try:
-            session = _from_meta(json.loads((folder / "meta.json").read_text()))
+            session = session_from_meta(json.loads((folder / "meta.json").read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             session = Session(folder.name, folder.stat().st_mtime, "(damaged)", -1, 0)
         session.name = folder.name

@@ -1,0 +1,276 @@
+"""A session as one file, and its move to another machine (issue: sessions that travel).
+
+Another machine is simulated by another mount namespace whose session store and runtime dirs
+are fresh (empty tmpfs mounts), while the forkpoint that saved the session still runs and
+holds the PIDs its processes had. Each test runs under the leak check.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import processes_with, wait_until
+from terminal import Terminal, command, env_for
+
+from forkpoint.controller import Controller
+from forkpoint.errors import ForkpointError
+from forkpoint.persist import archive, store
+
+pytestmark = [pytest.mark.criu, pytest.mark.pty]
+FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
+
+
+def _members(file: Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(file, "r:*") if not _zstd(file) else _zstd_tar(file) as tar:
+        return tar.getmembers()
+
+
+def _zstd(file: Path) -> bool:
+    return file.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+
+
+def _zstd_tar(file: Path) -> tarfile.TarFile:
+    import zstandard
+
+    with open(file, "rb") as f:
+        data = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+    return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+
+
+def _session(tmp_path: Path) -> Path:
+    """A shell session of three inputs, saved with its branch and exported."""
+    with Controller() as c:
+        c.execute("import numpy as np; a = np.arange(3_000_000) % 251; n = 1")
+        c.execute("n += 1; b = bytes(range(256)) * 4096")
+        c.execute("n += 1")
+        saved = c.save("trip")
+    assert len(saved.kept) >= 3
+    file = tmp_path / "trip.forkpoint"
+    done = archive.export("trip", str(file))
+    assert done.file == str(file) and done.size == file.stat().st_size
+    return file
+
+
+def test_an_exported_session_is_one_tar_that_imports_and_restores_under_another_name(
+    tmp_path: Path, isolated: str
+) -> None:
+    file = _session(tmp_path)
+    assert file.stat().st_mode & 0o777 == 0o600
+    members = _members(file)
+    assert [m.name for m in members[:2]] == ["manifest.json", "meta.json"]
+    assert all(m.isfile() or (m.issym() and m.linkname.startswith("../")) for m in members)
+    with _zstd_tar(file) if _zstd(file) else tarfile.open(file) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest["session"] == "trip" and manifest["python"] == sys.version.split()[0]
+    assert manifest["criu"] and manifest["checkpoints"] >= 3
+    interpreter = os.path.realpath(sys.executable)
+    assert interpreter in manifest["needs"]["interpreter"], manifest["needs"].keys()
+    assert any("numpy" in path for path in manifest["needs"]["mapped"])  # its libraries, with hashes
+    assert all(len(digest) == 32 for size, digest in manifest["needs"]["mapped"].values())
+
+    said = command(tmp_path, isolated, FORKPOINT, "import", str(file))
+    assert said.returncode == 2 and "a session named 'trip' is already in the store" in said.stderr
+    done = command(tmp_path, isolated, FORKPOINT, "import", str(file), "copy")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('imported "copy" (') and "forkpoint restore copy" in done.stdout
+    assert (store.sessions_dir() / "copy").stat().st_mode & 0o777 == 0o700
+    assert command(tmp_path, isolated, FORKPOINT, "rm", "trip").returncode == 0
+    t = Terminal(["restore", "copy"], env_for(tmp_path, isolated), cwd=str(tmp_path))
+    try:
+        t.wait_prompt()
+        assert (
+            t.run("n, int(a.sum()), len(b)").strip()
+            == f"(3, {sum(i % 251 for i in range(3_000_000))}, 1048576)"
+        )
+        listed = t.run(":checkpoints")
+        row = next(line for line in listed.splitlines() if line.split()[0].lstrip("*") == "1")
+        assert "on disk" in row, listed  # its branch came with it
+        assert t.run(":rewind 1").strip().startswith("rewound to [1]")
+        assert t.run("n").strip() == "1"
+        t.finish(":quit")
+    finally:
+        t.close()
+
+
+def _tamper(file: Path, out: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    """A copy of the archive ``file`` (uncompressed), its members passed through ``change``."""
+    with _zstd_tar(file) if _zstd(file) else tarfile.open(file) as tar, tarfile.open(out, "w") as new:
+        for member in tar.getmembers():
+            data = tar.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+            for m, d in change(member, data):
+                new.addfile(m, io.BytesIO(d) if m.isfile() else None)
+    return out
+
+
+def _with_data(member: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    member.size = len(data)
+    return member, data
+
+
+def test_import_refuses_what_is_not_a_whole_session_and_leaves_the_store_as_it_was(
+    tmp_path: Path, isolated: str
+) -> None:
+    file = _session(tmp_path)
+    store.remove("trip")
+
+    def flip(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        if "/pages-" in m.name and len(d) > 100:
+            d = d[:50] + bytes([d[50] ^ 1]) + d[51:]
+        yield m, d
+
+    def escape(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        yield m, d
+        if m.name == "meta.json":
+            evil = tarfile.TarInfo("images/../../../../tmp/evil")
+            yield _with_data(evil, b"x")
+
+    def link_out(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        if m.issym():
+            m.linkname = "/etc"
+        yield m, d
+
+    def device(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        yield m, d
+        if m.name == "meta.json":
+            dev = tarfile.TarInfo("images/1/core-9.img")
+            dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
+            yield dev, b""
+
+    def drop(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        if not m.name.endswith("/inventory.img"):
+            yield m, d
+
+    def other_user(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        if m.name == "meta.json":
+            meta = json.loads(d)
+            meta["uid"] = os.getuid() + 1
+            m, d = _with_data(m, json.dumps(meta).encode())
+        yield m, d
+
+    def no_manifest(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        if m.name != "manifest.json":
+            yield m, d
+
+    cases = {
+        "flipped": (flip, r"is damaged: images/\d+/pages-\d+\.img is not what was saved"),
+        "escape": (escape, r"it holds 'images/\.\./\.\./\.\./\.\./tmp/evil', a file no session has"),
+        "link": (link_out, r"is damaged: images/\d+/parent is a link meta\.json does not list"),
+        "device": (device, r"it holds 'images/1/core-9\.img', a special file no session has"),
+        "dropped": (drop, r"is cut short: images/\d+/inventory\.img is missing"),
+        "uid": (other_user, rf"was saved by uid {os.getuid() + 1}, and its processes run as that user"),
+        "manifest": (no_manifest, r"is not a forkpoint session archive \(it does not begin with manifest"),
+    }
+    for case, (change, said) in cases.items():
+        bad = _tamper(file, tmp_path / f"{case}.tar", change)
+        with pytest.raises(ForkpointError, match=said):
+            archive.import_(str(bad), "trip")
+        assert store.list_sessions() == [] and not list(store.sessions_dir().iterdir()), case
+    assert not os.path.exists("/tmp/evil")
+    cut = tmp_path / "cut.forkpoint"
+    cut.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    said = command(tmp_path, isolated, FORKPOINT, "import", str(cut), "trip")
+    assert said.returncode == 2 and said.stderr.count("\n") <= 2, said.stderr
+    assert "is cut short" in said.stderr or "is damaged" in said.stderr, said.stderr
+    assert not list(store.sessions_dir().iterdir())
+    (tmp_path / "text").write_text("hello\n")
+    said = command(tmp_path, isolated, FORKPOINT, "import", str(tmp_path / "text"))
+    assert said.returncode == 2 and "is not a forkpoint session archive" in said.stderr, said.stderr
+    assert archive.import_(str(file)).name == "trip"  # the untouched file still imports
+
+
+def test_restore_names_what_this_machine_lacks_before_criu_runs(tmp_path: Path, isolated: str) -> None:
+    """A library of the same size but other content, and a data file of another size: each is
+    named in one sentence; put back, the session restores."""
+    library = tmp_path / "libmine.so"
+    shutil.copy(_libz(), library)
+    data = tmp_path / "data.txt"
+    data.write_text("0123456789")
+    with Controller() as c:
+        c.execute(f"import ctypes; lib = ctypes.CDLL({str(library)!r}); f = open({str(data)!r}); f.read(3)")
+        c.save("needy")
+    original = library.read_bytes()
+    library.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size, other content
+    said = command(tmp_path, isolated, FORKPOINT, "restore", "needy")
+    assert said.returncode == 2, said
+    assert said.stderr.splitlines()[0] == (
+        f"forkpoint: session 'needy' cannot be restored on this machine: a library it had mapped, {library}, "
+        "has the same size here but other content."
+    ), said.stderr
+    library.write_bytes(original)
+    data.write_text("0123")
+    said = command(tmp_path, isolated, FORKPOINT, "restore", "needy")
+    assert said.returncode == 2 and (
+        f"a file it had open, {data}, is 4 bytes here, and was 10 bytes." in said.stderr
+    ), said.stderr
+    data.write_text("0123456789")
+    out = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with Controller(restore="needy", stdio=(out, out, out)) as c:
+            assert c.evaluate("f.read()") == (True, "'3456789'")
+    finally:
+        os.close(out)
+
+
+def _libz() -> str:
+    import zlib  # noqa: F401 - maps libz, whose path /proc says
+
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if "/libz.so" in line:
+            return line.split()[-1]
+    pytest.skip("no libz.so mapped")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_a_session_moves_to_a_fresh_machine_whose_pids_are_taken(tmp_path: Path, isolated: str) -> None:
+    """Saved and exported from a shell that goes on running (its processes keep the PIDs the
+    session had); imported and restored in another mount namespace, where the store, the
+    runtime dir and /tmp/forkpoint-UID are empty tmpfs mounts that nothing of the first one
+    can see."""
+    env = env_for(tmp_path, isolated)
+    home = Terminal(["shell"], env, cwd=str(tmp_path))
+    try:
+        home.wait_prompt()
+        home.run("import os, numpy as np; rows = [np.full(1000, i) for i in range(200)]; total = 7")
+        pid = int(home.run("os.getpid()").strip())
+        assert 'as "moving": ' in home.run(":save moving")
+        exported = command(tmp_path, isolated, FORKPOINT, "export", "moving", str(tmp_path / "moving.fp"))
+        assert exported.returncode == 0 and 'exported "moving" to ' in exported.stdout, exported.stderr
+
+        attach = f"/tmp/forkpoint-{os.getuid()}"
+        os.makedirs(attach, mode=0o700, exist_ok=True)
+        script = " && ".join(
+            [
+                *(f"mount -t tmpfs -o mode=0700 none {tmp_path}/{d}" for d in ("data", "run")),
+                f"mount -t tmpfs -o mode=0700 none {attach}",
+                f'test -z "$(ls -A {tmp_path}/data)"',
+                f"{FORKPOINT} sessions",
+                f"{FORKPOINT} import {tmp_path}/moving.fp",
+                f"exec {FORKPOINT} restore moving",
+            ]
+        )
+        away = Terminal(["-m", "--propagation", "private", "sh", "-c", script], env, str(tmp_path), "unshare")
+        try:
+            before = away.wait_prompt(timeout=60)
+            assert "no saved sessions" in before and 'imported "moving" (' in before, before
+            assert 'restored "moving" [' in before
+            assert (
+                away.run("total, int(sum(r.sum() for r in rows))").strip() == f"(7, {1000 * sum(range(200))})"
+            )
+            assert int(away.run("os.getpid()").strip()) != pid
+            away.finish(":quit")
+        finally:
+            away.close()
+        assert home.run("total").strip() == "7"  # the first one still runs, with its PIDs
+        assert os.path.exists(f"/proc/{pid}")
+        home.finish(":quit")
+    finally:
+        home.close()
+    assert wait_until(lambda: not processes_with(isolated), timeout=5)
+    assert not list((tmp_path / "data").glob("forkpoint/sessions/.*saving*"))
