@@ -112,7 +112,7 @@ def check(name: str, images: Path, table: dict[str, list[Any]]) -> None:
                 what = "a library it had mapped"
             raise ForkpointError(
                 f"session {name!r} cannot be restored on this machine: {what}, {path}, {problem}.",
-                "restore it where the same files are at the same paths; docs/architecture.md says what a restore needs",
+                "restore it where the same files are at the same paths; docs/architecture.md says more",
             )
 
 
