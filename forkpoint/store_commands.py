@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             f"{human_bytes(done.session)}) in {done.seconds:.1f} s"
         )
     else:
-        from forkpoint.persist.archive import import_
+        from forkpoint.persist.unpack import import_
 
         got = import_(args.file, args.name, lambda at, of: render.transfer("importing", args.file, at, of))
         then = "resume" if got.source.startswith("run") else "restore"

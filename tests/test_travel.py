@@ -21,7 +21,7 @@ from terminal import Terminal, command, env_for
 
 from forkpoint.controller import Controller
 from forkpoint.errors import ForkpointError
-from forkpoint.persist import archive, store
+from forkpoint.persist import archive, store, unpack
 
 pytestmark = [pytest.mark.criu, pytest.mark.pty]
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
@@ -170,7 +170,7 @@ def test_import_refuses_what_is_not_a_whole_session_and_leaves_the_store_as_it_w
     for case, (change, said) in cases.items():
         bad = _tamper(file, tmp_path / f"{case}.tar", change)
         with pytest.raises(ForkpointError, match=said):
-            archive.import_(str(bad), "trip")
+            unpack.import_(str(bad), "trip")
         assert store.list_sessions() == [] and not list(store.sessions_dir().iterdir()), case
     assert not os.path.exists("/tmp/evil")
     cut = tmp_path / "cut.forkpoint"
@@ -182,7 +182,7 @@ def test_import_refuses_what_is_not_a_whole_session_and_leaves_the_store_as_it_w
     (tmp_path / "text").write_text("hello\n")
     said = command(tmp_path, isolated, FORKPOINT, "import", str(tmp_path / "text"))
     assert said.returncode == 2 and "is not a forkpoint session archive" in said.stderr, said.stderr
-    assert archive.import_(str(file)).name == "trip"  # the untouched file still imports
+    assert unpack.import_(str(file)).name == "trip"  # the untouched file still imports
 
 
 def test_restore_names_what_this_machine_lacks_before_criu_runs(tmp_path: Path, isolated: str) -> None:

@@ -1,5 +1,6 @@
 """A session as one file, to move it to another machine: ``forkpoint export NAME [FILE]``
-writes it, ``forkpoint import FILE [NAME]`` checks it and adds it to the store.
+writes it (here), ``forkpoint import FILE [NAME]`` checks it and adds it to the store
+(``persist.unpack``).
 
 The file is a POSIX tar: ``manifest.json`` first (what the session is, who saved it with
 which versions, and what it needs of a machine: the interpreter, the libraries and files it
@@ -8,13 +9,8 @@ checkpoint first. The whole stream is compressed with zstd when a sample of the 
 it pays: a Python heap shrinks about 6x, an array of random floats not at all, and there
 zstd only costs time. ``tar -tf`` (or ``tar --zstd -tf``) lists it.
 
-Import trusts nothing in the file. Each member must be a regular file or a parent link
-(``images/ID/parent`` -> ``../ID``) under a name a session holds, as meta.json lists it;
-each file is hashed as it is written and compared with meta.json's hash; meta.json is checked
-field by field; the session must have been saved by this user, Python and forkpoint. It is
-built hidden in the store and renamed into place as a save is, so an import that fails or is
-killed leaves nothing (the next forkpoint command sweeps a killed one's). An export writes
-an unnamed file (O_TMPFILE) that gets its name only when complete, for the same reason.
+An export writes an unnamed file (O_TMPFILE) that gets its name only once complete, so an
+export that fails, or is killed even with SIGKILL, leaves no part of a file behind.
 """
 
 from __future__ import annotations
@@ -23,8 +19,6 @@ import contextlib
 import io
 import json
 import os
-import re
-import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -34,19 +28,16 @@ from typing import IO, Any, BinaryIO
 
 import xxhash
 
-from forkpoint import __version__, leftovers
+from forkpoint import leftovers
 from forkpoint.errors import ForkpointError
 from forkpoint.persist import store
 
-__all__ = ["Exported", "Imported", "export", "import_"]
+__all__ = ["CHUNK", "FORMAT", "VERSION", "ZSTD_MAGIC", "Exported", "Progress", "export"]
 
 FORMAT = "forkpoint session"
 VERSION = 1
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_CHUNK = 4 << 20
-_META_MAX = 64 << 20  # manifest.json and meta.json are read whole: no more than this
-_FILE = re.compile(r"images/(\d+)/((?!\.+$)[A-Za-z0-9_.-]+)")
-_DIR = re.compile(r"images(/\d+)?/?")
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+CHUNK = 4 << 20
 
 Progress = Callable[[int, int], None]  # bytes done, of about this many
 
@@ -58,15 +49,6 @@ class Exported:
     size: int  # of the file
     session: int  # bytes of the session's images
     compressed: bool
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Imported:
-    name: str
-    source: str  # "shell", or "run SCRIPT": what restores it (restore, or resume)
-    checkpoints: int
-    size: int
     seconds: float
 
 
@@ -94,7 +76,7 @@ def export(name: str, file: str | None, progress: Progress | None = None) -> Exp
 
                 sink = zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False)
             with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                tar.copybufsize = _CHUNK  # type: ignore[attr-defined]  # a class attribute stubs omit
+                tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # a class attribute stubs omit
                 mtime = int(session.saved)
                 _add_bytes(tar, "manifest.json", _manifest(session, total, compress), mtime)
                 _add_bytes(tar, "meta.json", (folder / "meta.json").read_bytes(), mtime)
@@ -245,7 +227,7 @@ def _new_file(target: Path) -> Iterator[BinaryIO]:
         temp = folder / f".{target.name}.partial-{os.getpid()}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb", buffering=_CHUNK) as out:
+        with os.fdopen(fd, "wb", buffering=CHUNK) as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
@@ -268,175 +250,3 @@ def _name(fd: int, path: Path) -> None:
         os.link(str(fd), path, src_dir_fd=procfd, follow_symlinks=True)
     finally:
         os.close(procfd)
-
-
-# ----------------------------------------------------------------------------- import
-
-
-def import_(file: str, name: str | None = None, progress: Progress | None = None) -> Imported:
-    """Check the archive ``file`` and add its session to the store, as ``name`` (default: the
-    name it was saved under). Never replaces a session."""
-    started = time.monotonic()
-    try:
-        raw = open(file, "rb")  # noqa: SIM115 - closed below, after the tar stream over it
-    except OSError as exc:
-        raise ForkpointError(f"cannot read {file}: {exc.strerror or exc}.") from None
-    with raw:
-        total = os.fstat(raw.fileno()).st_size
-        stream: IO[bytes] = raw
-        if raw.read(4) == _ZSTD_MAGIC:
-            import zstandard
-
-            raw.seek(0)
-            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
-        else:
-            raw.seek(0)
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                return _unpack(file, tar, name, lambda: raw.tell(), total, progress, started)
-        except (tarfile.TarError, EOFError, ValueError) as exc:
-            raise ForkpointError(
-                f"{file} is not a forkpoint session archive, or is cut short ({exc})."
-            ) from None
-        except OSError as exc:
-            if exc.filename is None:  # zstandard's error on a damaged stream
-                raise ForkpointError(f"{file} is damaged: {exc}.") from None
-            raise ForkpointError(f"could not write the session into the store: {exc.strerror}.") from None
-
-
-def _unpack(
-    file: str,
-    tar: tarfile.TarFile,
-    name: str | None,
-    position: Callable[[], int],
-    total: int,
-    progress: Progress | None,
-    started: float,
-) -> Imported:
-    members = iter(tar)
-    manifest = _json_member(file, tar, next(members, None), "manifest.json")
-    _check_manifest(file, manifest)
-    meta_bytes, meta = _meta_member(file, tar, next(members, None))
-    try:
-        session = store.session_from_meta(meta)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ForkpointError(f"{file} is damaged: its meta.json cannot be read ({exc}).") from None
-    _check_session(file, session)
-    name = store.check_name(name if name is not None else session.name)
-    if store.exists(name):
-        raise ForkpointError(
-            f"a session named {name!r} is already in the store; it is left as it is.",
-            f"import it under another name: forkpoint import {file} NEWNAME",
-        )
-    expected = dict(session.images)
-    told = 0.0
-    with store.build(name) as folder:
-        (folder / "meta.json").write_bytes(meta_bytes)
-        (folder / "meta.json").chmod(0o600)
-        for member in members:
-            if _DIR.fullmatch(member.name) and member.isdir():
-                continue
-            path = _image_path(file, member)
-            entry = expected.pop(path, None)
-            if entry is None:
-                raise ForkpointError(
-                    f"{file} is damaged: it holds images/{path} twice, or one meta.json does not list."
-                )
-            target = folder / "images" / path
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if member.issym():
-                if entry != [store.LINK, member.linkname] or not re.fullmatch(r"\.\./\d+", member.linkname):
-                    raise ForkpointError(
-                        f"{file} is damaged: images/{path} is a link meta.json does not list."
-                    )
-                os.symlink(member.linkname, target)
-                continue
-            if entry[0] != member.size:
-                raise ForkpointError(f"{file} is damaged: images/{path} is not the size meta.json says.")
-            _write_member(file, tar, member, target, entry[1])
-            now = time.monotonic()
-            if progress is not None and now - told >= 0.2:
-                told = now
-                progress(position(), total)
-        if expected:
-            raise ForkpointError(f"{file} is cut short: images/{min(expected)} is missing.")
-    size = store.size_of(store.sessions_dir() / name)
-    return Imported(name, session.source, len(session.kept), size, time.monotonic() - started)
-
-
-def _json_member(file: str, tar: tarfile.TarFile, member: tarfile.TarInfo | None, name: str) -> Any:
-    if member is None or member.name != name or not member.isfile() or member.size > _META_MAX:
-        raise ForkpointError(f"{file} is not a forkpoint session archive (it does not begin with {name}).")
-    data = tar.extractfile(member)
-    assert data is not None
-    try:
-        return json.loads(data.read())
-    except ValueError:
-        raise ForkpointError(f"{file} is damaged: its {name} is not JSON.") from None
-
-
-def _meta_member(file: str, tar: tarfile.TarFile, member: tarfile.TarInfo | None) -> tuple[bytes, Any]:
-    if member is None or member.name != "meta.json" or not member.isfile() or member.size > _META_MAX:
-        raise ForkpointError(f"{file} is damaged: meta.json does not follow its manifest.")
-    data = tar.extractfile(member)
-    assert data is not None
-    raw = data.read()
-    try:
-        return raw, json.loads(raw)
-    except ValueError:
-        raise ForkpointError(f"{file} is damaged: its meta.json is not JSON.") from None
-
-
-def _check_manifest(file: str, manifest: Any) -> None:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ForkpointError(f"{file} is not a forkpoint session archive (its manifest says otherwise).")
-    if manifest.get("version") != VERSION:
-        raise ForkpointError(
-            f"{file} is a session archive of format {manifest.get('version')!r}; this forkpoint reads "
-            f"format {VERSION} only."
-        )
-
-
-def _check_session(file: str, session: store.Session) -> None:
-    here = sys.version.split()[0]
-    if session.python != here or session.forkpoint != __version__:
-        raise ForkpointError(
-            f"{file} was saved by Python {session.python} and forkpoint {session.forkpoint}; this is "
-            f"Python {here} and forkpoint {__version__}.",
-            "import and restore it where those are the versions",
-        )
-    if session.uid != os.getuid():
-        raise ForkpointError(
-            f"{file} was saved by uid {session.uid}, and its processes run as that user; you are uid "
-            f"{os.getuid()}.",
-            "import it as that user",
-        )
-
-
-def _image_path(file: str, member: tarfile.TarInfo) -> str:
-    found = _FILE.fullmatch(member.name)
-    if found is None or not (member.isfile() or member.issym()):
-        kind = "file" if member.isfile() else "link" if member.issym() or member.islnk() else "special file"
-        raise ForkpointError(
-            f"{file} is not a session archive forkpoint can import: it holds {member.name[:80]!r}, a {kind} "
-            "no session has."
-        )
-    return f"{found.group(1)}/{found.group(2)}"
-
-
-def _write_member(
-    file: str, tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, digest: Any
-) -> None:
-    data = tar.extractfile(member)
-    assert data is not None
-    hashed = xxhash.xxh3_128()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb", buffering=0) as out:
-        while chunk := data.read(_CHUNK):
-            hashed.update(chunk)
-            out.write(chunk)
-    if not isinstance(digest, str) or not digest.startswith("xxh3:") or hashed.hexdigest() != digest[5:]:
-        raise ForkpointError(
-            f"{file} is damaged: images/{member.name[len('images/') :]} is not what was saved (its content "
-            "changed)."
-        )
