@@ -19,6 +19,11 @@ Run: ``.venv/bin/python bench/sessions.py [MB]`` (part of ``make bench``; needs 
   disk next to the checkpoints stored whole; and saving it again after 10 more inputs (what
   its last save wrote is linked, only the new ones dumped) next to a first save of the same
   30 checkpoints under a new name.
+- a session as one file (issue 15): ``forkpoint export`` and ``forkpoint import`` (whole
+  commands, start-up included) of a saved 1 GB session, against ``tar -cf`` / ``tar -xf`` of
+  the same session dir followed by an fsync of what it wrote (export and import are durable),
+  and ``tar --zstd`` where zstd is installed; for an array that compresses (``arange``) and one
+  that does not (random floats), alternating, best of three.
 """
 
 from __future__ import annotations
@@ -181,8 +186,85 @@ def branch(n: int) -> tuple[int, int, int, float, float, float, int]:
     return stored, whole, len(first.kept), first.seconds, again.seconds, fresh.seconds, len(again.carried)
 
 
-def main(megabytes: str = "1024") -> None:
+def _command(*argv: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(list(argv), check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def _fsync_all(path: Path) -> None:
+    for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        fd = os.open(file, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
+def travel(n: int, work: Path, fill: str) -> dict[str, float]:
+    """Export and import of a session holding ``n`` floats made by ``fill``, against tar."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with Controller(stdio=(null, null, null)) as c:
+            c.execute(f"import numpy as np\na = {fill.format(n=n)}")
+            c.save("trip", scope=SaveScope.ONLY)
+    finally:
+        os.close(null)
+    exe = str(Path(sys.executable).with_name("forkpoint"))
+    folder = store.sessions_dir() / "trip"
+    zstd = shutil.which("zstd") is not None
+    best: dict[str, float] = {}
+
+    def keep(key: str, value: float) -> None:
+        best[key] = min(best.get(key, value), value)
+
+    for _ in range(3):
+        for file in work.glob("trip.*"):
+            file.unlink()
+        keep("export", _command(exe, "export", "trip", str(work / "trip.fp")))
+        t0 = time.perf_counter()
+        _command("tar", "-cf", str(work / "trip.tar"), "-C", str(folder.parent), "trip")
+        _fsync_all(work / "trip.tar")
+        keep("tar -c", time.perf_counter() - t0)
+        if zstd:
+            t0 = time.perf_counter()
+            _command("tar", "--zstd", "-cf", str(work / "trip.tar.zst"), "-C", str(folder.parent), "trip")
+            _fsync_all(work / "trip.tar.zst")
+            keep("tar --zstd -c", time.perf_counter() - t0)
+        store.remove("trip")
+        keep("import", _command(exe, "import", str(work / "trip.fp")))
+        for archive, flag, key in (
+            ("trip.tar", "-xf", "tar -x"),
+            ("trip.tar.zst", "--zstd", "tar --zstd -x"),
+        ):
+            if not (work / archive).exists():
+                continue
+            out = work / "out"
+            out.mkdir()
+            t0 = time.perf_counter()
+            _command(
+                "tar", *([flag, "-xf"] if flag == "--zstd" else [flag]), str(work / archive), "-C", str(out)
+            )
+            _fsync_all(out)
+            keep(key, time.perf_counter() - t0)
+            shutil.rmtree(out)
+    best["session bytes"] = float(disk(folder / "images"))
+    best["export bytes"] = float((work / "trip.fp").stat().st_size)
+    if zstd:
+        best["tar --zstd bytes"] = float((work / "trip.tar.zst").stat().st_size)
+    store.remove("trip")
+    return best
+
+
+def main(megabytes: str = "1024", only: str = "") -> None:
     n = int(megabytes) * (1 << 20) // 8
+    if only == "travel":
+        for label, fill in (
+            ("arange", "np.arange({n}, dtype=np.float64)"),
+            ("random", "np.random.default_rng(0).random({n})"),
+        ):
+            with tempfile.TemporaryDirectory() as tmp:
+                os.environ["XDG_DATA_HOME"] = tmp
+                print(label, travel(n, Path(tmp), fill))
+        return
     plains, ourses = [], []
     for _ in range(3):  # alternating, best of three: writing GBs makes the page cache noisy
         with tempfile.TemporaryDirectory() as tmp:
@@ -225,6 +307,25 @@ def main(megabytes: str = "1024") -> None:
         f"  10 inputs later, saved again: {again:.1f} s ({carried} checkpoints linked from the last save) | "
         f"a first save of the same {count + 10}: {fresh:.1f} s | {again / fresh:5.2f}x"
     )
+    for label, fill in (
+        ("np.arange (compresses)", "np.arange({n}, dtype=np.float64)"),
+        ("random floats (does not)", "np.random.default_rng(0).random({n})"),
+    ):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["XDG_DATA_HOME"] = tmp
+            got = travel(n, Path(tmp), fill)
+        print(
+            f"a session as one file, {megabytes} MB of {label}: images {got['session bytes'] / 1e6:.0f} MB, "
+            f"exported {got['export bytes'] / 1e6:.0f} MB"
+            + (f", tar --zstd {got['tar --zstd bytes'] / 1e6:.0f} MB" if "tar --zstd bytes" in got else "")
+        )
+        for ours, theirs in (("export", "tar -c"), ("import", "tar -x")):
+            ratio = got[ours] / got[theirs]
+            line = f"  {ours}  {got[ours]:5.2f} s | {theirs} + fsync {got[theirs]:5.2f} s | {ratio:5.2f}x"
+            zst = theirs.replace("tar", "tar --zstd")
+            if zst in got:
+                line += f" | {zst} + fsync {got[zst]:5.2f} s | {got[ours] / got[zst]:5.2f}x"
+            print(line)
 
 
 if __name__ == "__main__":

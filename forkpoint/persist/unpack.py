@@ -29,6 +29,7 @@ from forkpoint import __version__
 from forkpoint.errors import ForkpointError
 from forkpoint.persist import store
 from forkpoint.persist.archive import CHUNK, FORMAT, VERSION, ZSTD_MAGIC, Progress
+from forkpoint.persist.tar_stream import Members, ReadAhead
 
 __all__ = ["Imported", "import_"]
 
@@ -64,9 +65,9 @@ def import_(file: str, name: str | None = None, progress: Progress | None = None
             stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
         else:
             raw.seek(0)
+        ahead = ReadAhead(stream, CHUNK)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                return _unpack(file, tar, name, lambda: raw.tell(), total, progress, started)
+            return _unpack(file, Members(ahead), name, raw.tell, total, progress, started)
         except (tarfile.TarError, EOFError, ValueError) as exc:
             raise ForkpointError(
                 f"{file} is not a forkpoint session archive, or is cut short ({exc})."
@@ -75,11 +76,13 @@ def import_(file: str, name: str | None = None, progress: Progress | None = None
             if exc.filename is None:  # zstandard's error on a damaged stream
                 raise ForkpointError(f"{file} is damaged: {exc}.") from None
             raise ForkpointError(f"could not write the session into the store: {exc.strerror}.") from None
+        finally:
+            ahead.close()
 
 
 def _unpack(
     file: str,
-    tar: tarfile.TarFile,
+    tar: Members,
     name: str | None,
     position: Callable[[], int],
     total: int,
@@ -137,27 +140,29 @@ def _unpack(
     return Imported(name, session.source, len(session.kept), size, time.monotonic() - started)
 
 
-def _json_member(file: str, tar: tarfile.TarFile, member: tarfile.TarInfo | None, name: str) -> Any:
+def _json_member(file: str, tar: Members, member: tarfile.TarInfo | None, name: str) -> Any:
     if member is None or member.name != name or not member.isfile() or member.size > _META_MAX:
         raise ForkpointError(f"{file} is not a forkpoint session archive (it does not begin with {name}).")
-    data = tar.extractfile(member)
-    assert data is not None
     try:
-        return json.loads(data.read())
+        return json.loads(_whole(tar, member))
     except ValueError:
         raise ForkpointError(f"{file} is damaged: its {name} is not JSON.") from None
 
 
-def _meta_member(file: str, tar: tarfile.TarFile, member: tarfile.TarInfo | None) -> tuple[bytes, Any]:
+def _meta_member(file: str, tar: Members, member: tarfile.TarInfo | None) -> tuple[bytes, Any]:
     if member is None or member.name != "meta.json" or not member.isfile() or member.size > _META_MAX:
         raise ForkpointError(f"{file} is damaged: meta.json does not follow its manifest.")
-    data = tar.extractfile(member)
-    assert data is not None
-    raw = data.read()
+    raw = _whole(tar, member)
     try:
         return raw, json.loads(raw)
     except ValueError:
         raise ForkpointError(f"{file} is damaged: its meta.json is not JSON.") from None
+
+
+def _whole(tar: Members, member: tarfile.TarInfo) -> bytes:
+    data = bytearray(member.size)
+    tar.readinto(memoryview(data))
+    return bytes(data)
 
 
 def _check_manifest(file: str, manifest: Any) -> None:
@@ -197,17 +202,14 @@ def _image_path(file: str, member: tarfile.TarInfo) -> str:
     return f"{found.group(1)}/{found.group(2)}"
 
 
-def _write_member(
-    file: str, tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, digest: Any
-) -> None:
-    data = tar.extractfile(member)
-    assert data is not None
+def _write_member(file: str, tar: Members, member: tarfile.TarInfo, target: Path, digest: Any) -> None:
     hashed = xxhash.xxh3_128()
+    buffer = memoryview(bytearray(CHUNK))
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb", buffering=0) as out:
-        while chunk := data.read(CHUNK):
-            hashed.update(chunk)
-            out.write(chunk)
+        while n := tar.readinto(buffer):
+            hashed.update(buffer[:n])
+            out.write(buffer[:n])
     if not isinstance(digest, str) or not digest.startswith("xxh3:") or hashed.hexdigest() != digest[5:]:
         raise ForkpointError(
             f"{file} is damaged: images/{member.name[len('images/') :]} is not what was saved (its content "
