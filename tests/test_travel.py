@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import processes_with, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from terminal import Terminal, command, env_for
 
 from forkpoint.controller import Controller
@@ -183,6 +185,48 @@ def test_import_refuses_what_is_not_a_whole_session_and_leaves_the_store_as_it_w
     said = command(tmp_path, isolated, FORKPOINT, "import", str(tmp_path / "text"))
     assert said.returncode == 2 and "is not a forkpoint session archive" in said.stderr, said.stderr
     assert unpack.import_(str(file)).name == "trip"  # the untouched file still imports
+
+
+@pytest.mark.parametrize("compressed", [True, False], ids=["zstd", "plain"])
+def test_a_damaged_archive_imports_whole_or_is_refused_in_one_sentence(
+    tmp_path: Path, isolated: str, compressed: bool
+) -> None:
+    """Any byte flipped, any cut: the import gives a session whose every image is what was
+    saved, or refuses with a ForkpointError (never another exception) and leaves no session
+    and no partial one behind."""
+    with Controller() as c:
+        c.execute("import numpy as np; a = np.arange(300_000) % 7; n = 1")
+        c.execute("n += 1")
+        c.save("fuzzed")
+    file = tmp_path / "fuzzed.forkpoint"
+    archive.export("fuzzed", str(file))
+    if compressed != _zstd(file):  # this session's pages compress: the plain case is a tar of it
+        with (
+            _zstd_tar(file) as tar,
+            tarfile.open(tmp_path / "plain.tar", "w", format=tarfile.PAX_FORMAT) as new,
+        ):
+            for member in tar.getmembers():
+                new.addfile(member, tar.extractfile(member) if member.isfile() else None)
+        file = tmp_path / "plain.tar"
+    store.remove("fuzzed")
+    data = file.read_bytes()
+    bad = tmp_path / "bad"
+
+    @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(at=st.integers(0, len(data) - 1), flip=st.integers(1, 255), cut=st.booleans())
+    def damaged(at: int, flip: int, cut: bool) -> None:
+        bad.write_bytes(data[:at] if cut else data[:at] + bytes([data[at] ^ flip]) + data[at + 1 :])
+        try:
+            unpack.import_(str(bad), "fuzzed")
+        except ForkpointError as exc:
+            assert exc.message.startswith(f"{bad} ") and exc.message.endswith("."), exc.message
+        else:
+            session, folder = store.load("fuzzed")
+            store.check_images("fuzzed", folder / "images", session.images)
+            store.remove("fuzzed")
+        assert not list(store.sessions_dir().iterdir())
+
+    damaged()
 
 
 def test_restore_names_what_this_machine_lacks_before_criu_runs(tmp_path: Path, isolated: str) -> None:

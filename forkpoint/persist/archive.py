@@ -79,8 +79,9 @@ def export(name: str, file: str | None, progress: Progress | None = None) -> Exp
             with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # a class attribute stubs omit
                 mtime = int(session.saved)
-                _add_bytes(tar, "manifest.json", _manifest(session, total, compress), mtime)
-                _add_bytes(tar, "meta.json", (folder / "meta.json").read_bytes(), mtime)
+                meta = (folder / "meta.json").read_bytes()
+                _add_bytes(tar, "manifest.json", _manifest(session, meta, total, compress), mtime)
+                _add_bytes(tar, "meta.json", meta, mtime)
                 done = [0]
                 for path, (size, digest) in sorted(files, key=lambda f: _order(f[0])):
                     _add_image(tar, name, folder / "images", path, size, digest, mtime, done, total, progress)
@@ -99,10 +100,10 @@ def _order(path: str) -> tuple[int, str]:
     return int(head) if head.isdigit() else -1, rest
 
 
-def _manifest(session: store.Session, total: int, compressed: bool) -> bytes:
+def _manifest(session: store.Session, meta: bytes, total: int, compressed: bool) -> bytes:
     """What the archive is and what it needs of a machine, readable without unpacking it
     (``tar -xOf FILE manifest.json``); meta.json, whose copy of this is the one a restore
-    uses, follows it."""
+    uses, follows it, and its hash is here (meta.json holds the hashes of the images)."""
     roles: dict[str, dict[str, list[Any]]] = {}
     for path, (role, size, _, digest) in sorted(session.needs.items()):
         roles.setdefault(role.lower(), {})[path] = [size, digest]
@@ -115,6 +116,7 @@ def _manifest(session: store.Session, total: int, compressed: bool) -> bytes:
             "saved": session.saved,
             "checkpoints": len(session.kept),
             "bytes": total,
+            "meta": xxhash.xxh3_128_hexdigest(meta),
             "compressed": "zstd" if compressed else "none",
             "forkpoint": session.forkpoint,
             "python": session.python,

@@ -58,23 +58,23 @@ def import_(file: str, name: str | None = None, progress: Progress | None = None
     with raw:
         total = os.fstat(raw.fileno()).st_size
         stream: IO[bytes] = raw
+        garbled: tuple[type[Exception], ...] = ()  # the decompressor's error on a damaged stream
         if raw.read(4) == ZSTD_MAGIC:
             import zstandard
 
-            raw.seek(0)
             stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
-        else:
-            raw.seek(0)
+            garbled = (zstandard.ZstdError,)
+        raw.seek(0)
         ahead = ReadAhead(stream, CHUNK)
         try:
             return _unpack(file, Members(ahead), name, raw.tell, total, progress, started)
-        except (tarfile.TarError, EOFError, ValueError) as exc:
+        except garbled as exc:
+            raise ForkpointError(f"{file} is damaged: its compressed stream cannot be read ({exc}).") from None
+        except (tarfile.TarError, EOFError, ValueError, UnicodeError) as exc:
             raise ForkpointError(
                 f"{file} is not a forkpoint session archive, or is cut short ({exc})."
             ) from None
         except OSError as exc:
-            if exc.filename is None:  # zstandard's error on a damaged stream
-                raise ForkpointError(f"{file} is damaged: {exc}.") from None
             raise ForkpointError(f"could not write the session into the store: {exc.strerror}.") from None
         finally:
             ahead.close()
@@ -93,6 +93,8 @@ def _unpack(
     manifest = _json_member(file, tar, next(members, None), "manifest.json")
     _check_manifest(file, manifest)
     meta_bytes, meta = _meta_member(file, tar, next(members, None))
+    if xxhash.xxh3_128_hexdigest(meta_bytes) != manifest.get("meta"):
+        raise ForkpointError(f"{file} is damaged: its meta.json is not what was saved.")
     try:
         session = store.session_from_meta(meta)
     except (ValueError, KeyError, TypeError) as exc:
