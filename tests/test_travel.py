@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import xxhash
 from conftest import processes_with, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -149,11 +150,24 @@ def test_import_refuses_what_is_not_a_whole_session_and_leaves_the_store_as_it_w
         if not m.name.endswith("/inventory.img"):
             yield m, d
 
+    with _zstd_tar(file) if _zstd(file) else tarfile.open(file) as tar:
+        theirs = json.load(tar.extractfile("meta.json"))  # type: ignore[arg-type]
+    theirs["uid"] = os.getuid() + 1
+    their_meta = json.dumps(theirs).encode()
+
     def other_user(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        """A whole archive of another user's session: its manifest has its meta.json's hash."""
+        if m.name == "manifest.json":
+            manifest = json.loads(d)
+            manifest["meta"] = xxhash.xxh3_128_hexdigest(their_meta)
+            m, d = _with_data(m, json.dumps(manifest).encode())
         if m.name == "meta.json":
-            meta = json.loads(d)
-            meta["uid"] = os.getuid() + 1
-            m, d = _with_data(m, json.dumps(meta).encode())
+            m, d = _with_data(m, their_meta)
+        yield m, d
+
+    def edited_meta(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
+        if m.name == "meta.json":
+            m, d = _with_data(m, d.replace(b'"checkpoints": ', b'"checkpoints":  '))
         yield m, d
 
     def no_manifest(m: tarfile.TarInfo, d: bytes):  # type: ignore[no-untyped-def]
@@ -167,6 +181,7 @@ def test_import_refuses_what_is_not_a_whole_session_and_leaves_the_store_as_it_w
         "device": (device, r"it holds 'images/1/core-9\.img', a special file no session has"),
         "dropped": (drop, r"is cut short: images/\d+/inventory\.img is missing"),
         "uid": (other_user, rf"was saved by uid {os.getuid() + 1}, and its processes run as that user"),
+        "meta": (edited_meta, r"is damaged: its meta\.json is not what was saved"),
         "manifest": (no_manifest, r"is not a forkpoint session archive \(it does not begin with manifest"),
     }
     for case, (change, said) in cases.items():

@@ -69,7 +69,7 @@ def import_(file: str, name: str | None = None, progress: Progress | None = None
         try:
             return _unpack(file, Members(ahead), name, raw.tell, total, progress, started)
         except garbled as exc:
-            raise ForkpointError(f"{file} is damaged: its compressed stream cannot be read ({exc}).") from None
+            raise ForkpointError(f"{file} is damaged: its zstd stream cannot be read ({exc}).") from None
         except (tarfile.TarError, EOFError, ValueError, UnicodeError) as exc:
             raise ForkpointError(
                 f"{file} is not a forkpoint session archive, or is cut short ({exc})."
