@@ -92,16 +92,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="open the shell in the script's namespace when it ends, as python -i does",
     )
-    run.add_argument(
-        "--on-error",
-        choices=["shell", "exit", "save"],
-        help="on an exception: open the post-mortem shell (default on a terminal), exit with the error, "
-        "or save the failure as a session (forkpoint resume NAME goes on after an edit)",
-    )
-    run.add_argument("--session", metavar="NAME", help="the session name for --on-error save")
     resume = sub.add_parser("resume", help="restore a script saved with --on-error save and resume it")
     resume.add_argument("name")
     resume.set_defaults(func=_cmd_resume)
+    for option in (run, resume):
+        option.add_argument(
+            "--on-error",
+            choices=["shell", "exit", "save"],
+            help="on an exception: open the post-mortem shell (default on a terminal), exit with the "
+            "error, or save the failure as a session (forkpoint resume NAME goes on after an edit)",
+        )
+        option.add_argument(
+            "--session",
+            metavar="NAME",
+            help="the session name for --on-error save (resume: default NAME-2, a session is never replaced)",
+        )
     restore = sub.add_parser("restore", help="bring a saved session back and open the shell in it")
     restore.add_argument("name")
     restore.set_defaults(func=_cmd_restore)
@@ -219,7 +224,7 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from forkpoint.controller.results import Status
-    from forkpoint.shell.render import Renderer, human_bytes
+    from forkpoint.shell.render import Renderer
 
     on_error = "shell" if args.interactive else args.on_error or ("shell" if sys.stdin.isatty() else "exit")
     given = [w for w in (args.script, args.module, args.code) if w is not None]
@@ -253,24 +258,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.status is Status.EXIT:
             return result.exit_code or 0
         render.result(result)
-        if on_error == "save":
-            stem = os.path.splitext(os.path.basename(args.script or args.module or "c"))[0]
-            from forkpoint.persist.store import free_name
+        stem = os.path.splitext(os.path.basename(args.script or args.module or "c"))[0]
+        return _after_failure(
+            controller, render, on_error, args.session or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
 
-            name = free_name(args.session or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")  # never replaces one
-            saved = controller.save_script(name, render.progress)
-            render.line(
-                f'saved the failure as session "{name}": {human_bytes(saved.size)} in {saved.seconds:.1f} s; '
-                f"edit the script, then: forkpoint resume {name}",
-                "info",
-                render.notices,  # forkpoint's own sentences go to stderr: stdout is the program's
-            )
-            return 1
-        if on_error == "exit":
-            return 1
-        from forkpoint.shell.repl import Shell  # prompt_toolkit only when a prompt is needed
 
-        return Shell(controller, render, postmortem=True).run()
+def _after_failure(controller: Controller, render: Renderer, on_error: str, name: str) -> int:
+    """What a script that failed (under run or resume) does next: save the failure as a
+    session (``--on-error save``; under a free name, never replacing one), exit with the
+    error, or open the post-mortem shell."""
+    if on_error == "save":
+        from forkpoint.persist.store import free_name
+        from forkpoint.shell.render import human_bytes
+
+        name = free_name(name)
+        saved = controller.save_script(name, render.progress)
+        render.line(
+            f'saved the failure as session "{name}": {human_bytes(saved.size)} in {saved.seconds:.1f} s; '
+            f"edit the script, then: forkpoint resume {name}",
+            "info",
+            render.notices,  # forkpoint's own sentences go to stderr: stdout is the program's
+        )
+        return 1
+    if on_error == "exit":
+        return 1
+    from forkpoint.shell.repl import Shell  # prompt_toolkit only when a prompt is needed
+
+    return Shell(controller, render, postmortem=True).run()
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -289,11 +304,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         if result.status is Status.EXIT:
             return result.exit_code or 0
         render.result(result)
-        if not sys.stdin.isatty():
-            return 1
-        from forkpoint.shell.repl import Shell
-
-        return Shell(controller, render, postmortem=True).run()
+        on_error = args.on_error or ("shell" if sys.stdin.isatty() else "exit")
+        return _after_failure(controller, render, on_error, args.session or args.name)
 
 
 _FIND_MODULE = """

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import processes_with, wait_until
-from terminal import Terminal, env_for
+from terminal import Terminal, command, env_for
 
 from forkpoint.controller import Controller, SaveScope
 from forkpoint.errors import ForkpointError
@@ -261,6 +261,28 @@ def test_run_on_error_save_then_resume_after_an_edit(tmp_path: Path, isolated: s
     assert "calls 1-3 of process() in this statement ran the old code" in done.stderr
 
 
+def test_a_resume_that_fails_again_saves_again_with_its_history(tmp_path: Path, isolated: str) -> None:
+    """``resume --on-error save``, as a batch job retried on another node would run it: the
+    second failure is saved under a free name, its checkpoints linked from the first session,
+    and resumes on its own once the cause is fixed."""
+    (tmp_path / "job.py").write_text("x = 1\ny = x + 1\nz = y / int(open('d').read())\nprint('z', z)\n")
+    (tmp_path / "d").write_text("0")
+    run = ["run", "job.py", "--on-error", "save", "--session", "job"]
+    done = command(tmp_path, isolated, FORKPOINT, *run, timeout=120)
+    assert done.returncode == 1 and 'saved the failure as session "job"' in done.stderr, done.stderr
+    first, _ = store.load("job")
+    done = command(tmp_path, isolated, FORKPOINT, "resume", "job", "--on-error", "save", timeout=120)
+    assert done.returncode == 1 and "ZeroDivisionError" in done.stderr, done.stderr
+    assert 'saved the failure as session "job-2"' in done.stderr, done.stderr
+    again, _ = store.load("job-2")
+    assert again.kept == first.kept == [1, 2], (first.kept, again.kept)
+    assert _inodes("job-2") == _inodes("job")  # nothing dumped again: the same files, linked
+    assert command(tmp_path, isolated, FORKPOINT, "rm", "job").returncode == 0
+    (tmp_path / "d").write_text("2")
+    done = command(tmp_path, isolated, FORKPOINT, "resume", "job-2", timeout=120)
+    assert done.returncode == 0 and done.stdout == "z 1.0\n", done.stdout + done.stderr
+
+
 ARRAYS = """\
 import numpy as np
 a = np.random.default_rng(1).random((32 << 20) // 8)
@@ -397,6 +419,8 @@ def test_a_shell_session_keeps_its_branch_and_a_save_again_writes_only_what_is_n
         assert {k: after[k] for k in before} == before  # the first save's files, linked
         new = set(after) - set(before)
         assert new and {k.split("/")[1] for k in new} == {"5", "6"}  # only the new ones dumped
+        same = c.save("branch", replace=True)  # no input since: nothing to dump (it once dumped [6] twice)
+        assert same.carried == same.kept == again.kept and _inodes("branch") == after
     with Controller(restore="branch") as c:
         assert c.evaluate("x") == (True, "5")
         shown = {n.id: n.state.value for n in c.checkpoints()}
@@ -405,6 +429,26 @@ def test_a_shell_session_keeps_its_branch_and_a_save_again_writes_only_what_is_n
         assert c.evaluate("(x, float(a[0]))") == (True, "(2, 2.0)")
         c.rewind(5)
         assert c.evaluate("(x, float(a[-1]))") == (True, "(4, 4.0)")
+
+
+def test_a_restored_session_saved_under_another_name_keeps_its_history(tmp_path: Path, isolated: str) -> None:
+    """Its checkpoints on disk are not alive to be dumped: their images are linked from the
+    session it was restored from, and the new session restores to any of them."""
+    with Controller() as c:
+        c.execute("x = 0")
+        for i in range(1, 4):
+            c.execute(f"x = {i}")  # [2]..[4]
+        c.save("old")
+    with Controller(restore="old") as c:
+        c.execute("x = 10")  # [5]
+        saved = c.save("new")
+        assert saved.carried and set(saved.carried) <= {0, 1, 2, 3, 4}, saved
+        assert {2, 3, 5} <= set(saved.kept), saved
+    assert command(tmp_path, isolated, FORKPOINT, "rm", "old").returncode == 0
+    with Controller(restore="new") as c:
+        assert c.evaluate("x") == (True, "10")
+        c.rewind(3)
+        assert c.evaluate("x") == (True, "2")
 
 
 def test_a_save_keeps_what_it_is_told_and_what_the_disk_budget_allows(tmp_path: Path, isolated: str) -> None:

@@ -409,7 +409,10 @@ class Controller:
             raise ForkpointError(
                 f"[{node.id}] was taken in the middle of an input; save one taken between inputs."
             )
-        before = self._sessions.previous(name) if replace else None
+        # One source of images to carry (their secret, and the dumps their links read, are one
+        # session's): the session this forkpoint restored, whose checkpoints on disk are part
+        # of its tree, else the last save of this name.
+        before = self._sessions.restored_from() or (self._sessions.previous(name) if replace else None)
         ids = choose_saved(tree, node.id, scope, before.same if before is not None else ())
         nodes = [tree[cid] for cid in ids]
         return self._sessions.save(name, nodes, "shell", None, progress, progress_every, disk_budget, before)
@@ -432,4 +435,7 @@ class Controller:
         if not chosen:
             raise ForkpointError("the script took no checkpoint to save.")
         source = f"run {os.path.basename(script.path)}"
-        return self._sessions.save(name, chosen, source, script.to_meta(), progress, progress_every)
+        restored = self._sessions.restored_from()
+        return self._sessions.save(
+            name, chosen, source, script.to_meta(), progress, progress_every, before=restored
+        )

@@ -102,8 +102,12 @@ class SessionKeeper:
             secret = before.session.secret if before is not None and carried else secrets.token_hex(16)
             if at.alive:
                 _refuse_network_sockets(at)  # the others with one are left out of the save
+            # to dump: the one saved at (whose sentence names a socket it has), unless its images
+            # are carried too, and the others still alive with none
             fresh = [
-                n for n in nodes if n is at or n.id not in carried and n.alive and _network_socket(n) is None
+                n
+                for n in nodes
+                if n.id not in carried and (n is at or n.alive and _network_socket(n) is None)
             ]
             attach = paths.attach_file(secret, os.getuid())
             with _attach_turn(Path(attach)), store.build(name) as folder:
@@ -180,6 +184,14 @@ class SessionKeeper:
     def previous(self, name: str) -> carry.Previous | None:
         """The last save of session ``name``, for a save of it again to take images from."""
         return carry.previous(name, {cid: n.token for cid, n in self._pool.tree.nodes.items()})
+
+    def restored_from(self) -> carry.Previous | None:
+        """The session this forkpoint was restored from, for a save under another name to take
+        the images of its checkpoints from: those still on disk are not alive to be dumped,
+        and would be left out of the save (the restored session's history lost with them)."""
+        if self._stored is None:
+            return None
+        return self.previous(self._stored[0].name)
 
     @contextlib.contextmanager
     def _one_save_of(self, name: str) -> Iterator[None]:
