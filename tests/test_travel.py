@@ -15,6 +15,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pexpect
 import pytest
 import xxhash
 from conftest import processes_with, wait_until
@@ -78,6 +79,16 @@ def test_an_exported_session_is_one_tar_that_imports_and_restores_under_another_
     assert any("numpy" in path for path in manifest["needs"]["mapped"])  # its libraries, with hashes
     assert all(len(digest) == 32 for size, digest in manifest["needs"]["mapped"].values())
 
+    again = Terminal(["export", "trip", str(tmp_path / "again.forkpoint")], env_for(tmp_path, isolated))
+    try:
+        again.child.expect(pexpect.EOF)
+        screen = again.text()
+    finally:
+        again.close()
+    raw = "".join(again.transcript)
+    assert "\r\x1b[Kexporting trip: " in raw, raw  # its progress, on a terminal, rewritten in place
+    assert 'exported "trip" to ' in screen, screen
+    assert (tmp_path / "again.forkpoint").read_bytes() == file.read_bytes()  # the same bytes each time
     said = command(tmp_path, isolated, FORKPOINT, "import", str(file))
     assert said.returncode == 2 and "a session named 'trip' is already in the store" in said.stderr
     done = command(tmp_path, isolated, FORKPOINT, "import", str(file), "copy")
