@@ -25,7 +25,7 @@ from terminal import Terminal, command, env_for
 
 from forkpoint.controller import Controller
 from forkpoint.errors import ForkpointError
-from forkpoint.persist import archive, store, unpack
+from forkpoint.persist import archive, needs, store, unpack
 
 pytestmark = [pytest.mark.criu, pytest.mark.pty]
 FORKPOINT = str(Path(sys.executable).with_name("forkpoint"))
@@ -344,3 +344,20 @@ def test_a_session_moves_to_a_fresh_machine_whose_pids_are_taken(tmp_path: Path,
         home.close()
     assert wait_until(lambda: not processes_with(isolated), timeout=5)
     assert not list((tmp_path / "data").glob("forkpoint/sessions/.*saving*"))
+
+
+def test_a_large_file_a_session_needs_is_fingerprinted_by_samples(tmp_path: Path) -> None:
+    """Over 256 MiB (a dataset held open or mapped), 64 samples of 1 MiB stand for the whole:
+    a changed block among them is seen, and nothing is read beyond them."""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(300 << 20)  # sparse: nothing written
+    first = needs.fingerprint(big, big.stat().st_size)
+    assert first.startswith("sampled:") and len(first) == len("sampled:") + 32
+    with open(big, "r+b") as f:
+        f.seek((300 << 20) // 64 * 5 + 10)
+        f.write(b"x")
+    assert needs.fingerprint(big, big.stat().st_size) != first
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"abc")
+    assert needs.fingerprint(small, 3) == store.content_hash(small)
