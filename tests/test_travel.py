@@ -210,6 +210,11 @@ def test_import_refuses_what_is_not_a_whole_session_and_leaves_the_store_as_it_w
     (tmp_path / "text").write_text("hello\n")
     said = command(tmp_path, isolated, FORKPOINT, "import", str(tmp_path / "text"))
     assert said.returncode == 2 and "is not a forkpoint session archive" in said.stderr, said.stderr
+    with (
+        store.one_writer("trip"),
+        pytest.raises(ForkpointError, match="is being saved or imported by another"),
+    ):
+        unpack.import_(str(file))  # one save or import of a name at a time: the second would replace it
     assert unpack.import_(str(file)).name == "trip"  # the untouched file still imports
 
 

@@ -81,7 +81,7 @@ class SessionKeeper:
         place, so it is whole or absent. One save of a name at a time, and never over a
         session a forkpoint has restored."""
         self.verified()
-        with self._one_save_of(name), remembered_sigint() as pressed:
+        with store.one_writer(name), remembered_sigint() as pressed:
             criu = find_criu()
             require_privileges("saving a session")
             started = time.monotonic()
@@ -192,20 +192,6 @@ class SessionKeeper:
         if self._stored is None:
             return None
         return self.previous(self._stored[0].name)
-
-    @contextlib.contextmanager
-    def _one_save_of(self, name: str) -> Iterator[None]:
-        """One save of a name at a time, across forkpoints (its lock is kept out of the store)."""
-        locks = private_dir(os.path.join(paths.runtime_root(), "save-locks"))
-        guard = leftovers.try_lock(os.path.join(locks, f"{store.check_name(name)}.lock"))
-        if guard is None:
-            raise ForkpointError(
-                f"session {name!r} is being saved by another forkpoint; try again when it is done."
-            )
-        try:
-            yield
-        finally:
-            os.close(guard)
 
     def _candidate(self, node: Checkpoint, attach: str, secret: str) -> int:
         """Have ``node`` fork the process tree CRIU dumps (its own PID namespace)."""

@@ -38,6 +38,7 @@ __all__ = [
     "check_name",
     "manifest",
     "list_sessions",
+    "one_writer",
     "load",
     "remove",
     "session_from_meta",
@@ -84,6 +85,22 @@ def check_name(name: str) -> str:
             f"{name!r} cannot name a session.", "use letters, digits, '.', '_' or '-', up to 64 characters"
         )
     return name
+
+
+@contextlib.contextmanager
+def one_writer(name: str) -> Iterator[None]:
+    """One save or import of a name at a time, across forkpoints (its lock is kept out of the
+    store): two at once would each build it, and the second rename would replace the first."""
+    locks = private_dir(os.path.join(paths.runtime_root(), "save-locks"))
+    guard = leftovers.try_lock(os.path.join(locks, f"{check_name(name)}.lock"))
+    if guard is None:
+        raise ForkpointError(
+            f"session {name!r} is being saved or imported by another forkpoint; try again when it is done."
+        )
+    try:
+        yield
+    finally:
+        os.close(guard)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import re
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -101,12 +101,30 @@ def _unpack(
         raise ForkpointError(f"{file} is damaged: its meta.json cannot be read ({exc}).") from None
     _check_session(file, session)
     name = store.check_name(name if name is not None else session.name)
-    if store.exists(name):
-        raise ForkpointError(
-            f"a session named {name!r} is already in the store; it is left as it is.",
-            f"import it under another name: forkpoint import {file} NEWNAME",
-        )
-    expected = dict(session.images)
+    with store.one_writer(name):
+        if store.exists(name):
+            raise ForkpointError(
+                f"a session named {name!r} is already in the store; it is left as it is.",
+                f"import it under another name: forkpoint import {file} NEWNAME",
+            )
+        _build(file, tar, members, name, meta_bytes, dict(session.images), position, total, progress)
+    size = store.size_of(store.sessions_dir() / name)
+    return Imported(name, session.source, len(session.kept), size, time.monotonic() - started)
+
+
+def _build(
+    file: str,
+    tar: Members,
+    members: Iterator[tarfile.TarInfo],
+    name: str,
+    meta_bytes: bytes,
+    expected: dict[str, list[Any]],
+    position: Callable[[], int],
+    total: int,
+    progress: Progress | None,
+) -> None:
+    """The session ``name`` from the rest of the archive: every image meta.json lists, and
+    nothing else, each hashed as it is written."""
     told = 0.0
     with store.build(name) as folder:
         (folder / "meta.json").write_bytes(meta_bytes)
@@ -138,8 +156,6 @@ def _unpack(
                 progress(position(), total)
         if expected:
             raise ForkpointError(f"{file} is cut short: images/{min(expected)} is missing.")
-    size = store.size_of(store.sessions_dir() / name)
-    return Imported(name, session.source, len(session.kept), size, time.monotonic() - started)
 
 
 def _json_member(file: str, tar: Members, member: tarfile.TarInfo | None, name: str) -> Any:
@@ -196,7 +212,15 @@ def _check_session(file: str, session: store.Session) -> None:
 def _image_path(file: str, member: tarfile.TarInfo) -> str:
     found = _FILE.fullmatch(member.name)
     if found is None or not (member.isfile() or member.issym()):
-        kind = "file" if member.isfile() else "link" if member.issym() or member.islnk() else "special file"
+        kind = (
+            "file"
+            if member.isfile()
+            else "folder"
+            if member.isdir()
+            else "link"
+            if member.issym() or member.islnk()
+            else "special file"
+        )
         raise ForkpointError(
             f"{file} is not a session archive forkpoint can import: it holds {member.name[:80]!r}, a {kind} "
             "no session has."
