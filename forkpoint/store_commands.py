@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from forkpoint.shell.render import Renderer, human_bytes
 
@@ -27,10 +28,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from forkpoint.persist.archive import export
 
+        if args.file == "-":  # the archive is stdout: forkpoint's sentences go to stderr
+            render = Renderer(out=sys.stderr)
         done = export(args.name, args.file, lambda at, of: render.transfer("exporting", args.name, at, of))
         how = "compressed with zstd" if done.compressed else "not compressed: its pages do not shrink"
+        where = "standard output" if done.file == "-" else done.file
         render.line(
-            f'exported "{done.name}" to {done.file}: {human_bytes(done.size)} ({how}; its images: '
+            f'exported "{done.name}" to {where}: {human_bytes(done.size)} ({how}; its images: '
             f"{human_bytes(done.session)}) in {done.seconds:.1f} s"
         )
     else:

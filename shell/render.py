@@ -95,8 +95,8 @@ class Renderer:
         """An export's or import's progress, as ``progress`` draws a save's."""
         if not self.out.isatty():
             return
-        share = f" ({100 * done // total}%)" if total else ""
-        self.out.write(f"\r\x1b[K{verb} {what}: {human_bytes(done)} of {human_bytes(total)}{share}")
+        of = f" of {human_bytes(total)} ({100 * done // total}%)" if total else ""  # a pipe's: not known
+        self.out.write(f"\r\x1b[K{verb} {what}: {human_bytes(done)}{of}")
         self.out.flush()
         self._partial = True
 

@@ -95,6 +95,10 @@ def test_an_exported_session_is_one_tar_that_imports_and_restores_under_another_
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('imported "copy" (') and "forkpoint restore copy" in done.stdout
     assert (store.sessions_dir() / "copy").stat().st_mode & 0o777 == 0o700
+    piped = command(tmp_path, isolated, "sh", "-c", f"{FORKPOINT} export trip - | {FORKPOINT} import - piped")
+    assert piped.returncode == 0 and 'imported "piped" (' in piped.stdout, piped.stderr
+    assert 'exported "trip" to standard output: ' in piped.stderr, piped.stderr  # not into the pipe
+    assert store.load("piped")[0].images == store.load("trip")[0].images
     assert command(tmp_path, isolated, FORKPOINT, "rm", "trip").returncode == 0
     t = Terminal(["restore", "copy"], env_for(tmp_path, isolated), cwd=str(tmp_path))
     try:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import xxhash
 
@@ -56,11 +56,12 @@ class Exported:
 
 
 def export(name: str, file: str | None, progress: Progress | None = None) -> Exported:
-    """Write session ``name`` to ``file`` (default ``./NAME.forkpoint``), replacing it."""
+    """Write session ``name`` to ``file`` (default ``./NAME.forkpoint``; ``-``: standard
+    output, for a pipe to another machine), replacing it."""
     started = time.monotonic()
     session, folder = store.load(name)
     target = Path(file if file is not None else f"{name}.forkpoint")
-    if target.is_dir():
+    if file != "-" and target.is_dir():
         target = target / f"{name}.forkpoint"
     held = leftovers.share(folder)  # no rm of it, and no save over it, while it is read
     if held is None:
@@ -69,7 +70,7 @@ def export(name: str, file: str | None, progress: Progress | None = None) -> Exp
         files = [(path, entry) for path, entry in session.images.items()]
         total = sum(max(size, 0) for _, (size, _) in files)
         compress = _pays(folder / "images", files)
-        with _new_file(target) as out:
+        with _new_file(target) if file != "-" else _stdout() as out:
             sink: BinaryIO = out
             if compress:
                 import zstandard
@@ -243,6 +244,33 @@ def _new_file(target: Path) -> Iterator[BinaryIO]:
     finally:
         if temp is not None:
             temp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _stdout() -> Iterator[BinaryIO]:
+    """Standard output as the archive (a pipe: no position to tell, so written bytes are counted)."""
+    with os.fdopen(1, "wb", buffering=CHUNK, closefd=False) as out:
+        counted = _Counting(out)
+        yield cast(BinaryIO, counted)
+        out.flush()
+
+
+class _Counting:
+    """``write`` to a file, and ``tell`` how much was written."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out, self._written = out, 0
+
+    def write(self, data: bytes) -> int:
+        n = self._out.write(data)
+        self._written += n
+        return n
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def _name(fd: int, path: Path) -> None:

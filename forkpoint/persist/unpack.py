@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import xxhash
 
@@ -48,26 +49,29 @@ class Imported:
 
 
 def import_(file: str, name: str | None = None, progress: Progress | None = None) -> Imported:
-    """Check the archive ``file`` and add its session to the store, as ``name`` (default: the
-    name it was saved under). Never replaces a session."""
+    """Check the archive ``file`` (``-``: standard input) and add its session to the store, as
+    ``name`` (default: the name it was saved under). Never replaces a session."""
     started = time.monotonic()
     try:
-        raw = open(file, "rb")  # noqa: SIM115 - closed below, after the tar stream over it
+        raw = os.fdopen(0, "rb", closefd=False) if file == "-" else open(file, "rb")  # noqa: SIM115
     except OSError as exc:
         raise ForkpointError(f"cannot read {file}: {exc.strerror or exc}.") from None
     with raw:
-        total = os.fstat(raw.fileno()).st_size
-        stream: IO[bytes] = raw
+        info = os.fstat(raw.fileno())
+        total = info.st_size if stat.S_ISREG(info.st_mode) else 0  # a pipe's is not known
+        counted = _Counted(raw)
+        stream = cast(IO[bytes], counted)  # read() is all that reads it
         garbled: tuple[type[Exception], ...] = ()  # the decompressor's error on a damaged stream
-        if raw.read(4) == ZSTD_MAGIC:
+        if raw.peek(4)[:4] == ZSTD_MAGIC:
             import zstandard
 
-            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+            stream = zstandard.ZstdDecompressor().stream_reader(
+                stream, read_across_frames=True, closefd=False
+            )
             garbled = (zstandard.ZstdError,)
-        raw.seek(0)
         ahead = ReadAhead(stream, CHUNK)
         try:
-            return _unpack(file, Members(ahead), name, raw.tell, total, progress, started)
+            return _unpack(file, Members(ahead), name, lambda: counted.read_so_far, total, progress, started)
         except garbled as exc:
             raise ForkpointError(f"{file} is damaged: its zstd stream cannot be read ({exc}).") from None
         except (tarfile.TarError, EOFError, ValueError, UnicodeError) as exc:
@@ -78,6 +82,19 @@ def import_(file: str, name: str | None = None, progress: Progress | None = None
             raise ForkpointError(f"could not write the session into the store: {exc.strerror}.") from None
         finally:
             ahead.close()
+
+
+class _Counted:
+    """A file's ``read``, counting the bytes read (a pipe has no position to ask)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.read_so_far = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.read_so_far += len(data)
+        return data
 
 
 def _unpack(
