@@ -271,8 +271,10 @@ def test_restore_names_what_this_machine_lacks_before_criu_runs(tmp_path: Path, 
     shutil.copy(_libz(), library)
     data = tmp_path / "data.txt"
     data.write_text("0123456789")
+    log = tmp_path / "run.log"
     with Controller() as c:
         c.execute(f"import ctypes; lib = ctypes.CDLL({str(library)!r}); f = open({str(data)!r}); f.read(3)")
+        c.execute(f"log = open({str(log)!r}, 'a'); log.write('saved\\n'); log.flush()")
         c.save("needy")
     original = library.read_bytes()
     library.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size, other content
@@ -289,10 +291,14 @@ def test_restore_names_what_this_machine_lacks_before_criu_runs(tmp_path: Path, 
         f"a file it had open, {data}, is 4 bytes here, and was 10 bytes." in said.stderr
     ), said.stderr
     data.write_text("0123456789")
+    with open(log, "a") as more:  # a log it appends to may grow: CRIU does not check its size
+        more.write("written since\n")
     out = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         with Controller(restore="needy", stdio=(out, out, out)) as c:
             assert c.evaluate("f.read()") == (True, "'3456789'")
+            c.execute("log.write('restored\\n'); log.flush()")
+        assert log.read_text() == "saved\nwritten since\nrestored\n"
     finally:
         os.close(out)
 

@@ -31,6 +31,7 @@ from forkpoint.persist.store import content_hash
 __all__ = ["Need", "Role", "check", "fingerprint", "needed", "record"]
 
 _COMMON, _SERVICE = 0x54564319, 0x55105940  # CRIU's first magics: the image's own follows
+UNSIZED = -1  # a file open for appending: CRIU records no size, it grows while the process runs
 _FILE_MAPPED = (1 << 6) | (1 << 7)  # VMA_FILE_PRIVATE, VMA_FILE_SHARED
 
 
@@ -47,7 +48,7 @@ class Role(enum.Enum):
 class Need:
     path: str
     role: Role
-    size: int  # as CRIU saw it (a folder: 0)
+    size: int  # as CRIU saw it (a folder: 0); UNSIZED when CRIU does not check it
 
 
 def needed(images: Path) -> dict[str, Need]:
@@ -76,7 +77,8 @@ def needed(images: Path) -> dict[str, Need]:
             continue  # a device (/dev/null), or a file no process of the dump holds
         old = found.get(reg.name)
         if old is None or list(Role).index(role) < list(Role).index(old.role):
-            found[reg.name] = Need(reg.name, role, reg.size if role is not Role.FOLDER else 0)
+            size = 0 if role is Role.FOLDER else reg.size if reg.HasField("size") else UNSIZED
+            found[reg.name] = Need(reg.name, role, size)
     return found
 
 
@@ -94,11 +96,15 @@ def record(needs: dict[str, Need], before: dict[str, list[Any]] | None = None) -
             continue
         old = before.get(path)
         if need.role is Role.FOLDER or info.st_size != need.size:
-            digest = ""
+            digest = ""  # a folder, a file appended to, or one changed since it was opened
         elif old is not None and old[1:3] == [need.size, info.st_mtime_ns] and old[3]:
             digest = old[3]
         else:
-            digest = fingerprint(Path(path), need.size)
+            try:
+                digest = fingerprint(Path(path), need.size)
+            except OSError:
+                digest = ""  # unreadable now: its size is still checked
+
         table[path] = [need.role.name, need.size, info.st_mtime_ns, digest]
     return table
 
@@ -106,7 +112,13 @@ def record(needs: dict[str, Need], before: dict[str, list[Any]] | None = None) -
 def check(name: str, images: Path, table: dict[str, list[Any]]) -> None:
     """Refuse, in one sentence, a restore of the checkpoint in ``images`` on a machine that
     lacks what it needs or has another version of it."""
-    for path, need in sorted(needed(images).items(), key=lambda item: list(Role).index(item[1].role)):
+    try:
+        found = needed(images)
+    except (ValueError, struct.error) as exc:  # an image that is not CRIU's: damaged or crafted
+        raise ForkpointError(
+            f"session {name!r} is damaged: the list of files in images/{images.name} cannot be read ({exc})."
+        ) from None
+    for path, need in sorted(found.items(), key=lambda item: list(Role).index(item[1].role)):
         problem = _differs(need, table.get(path))
         if problem:
             what = need.role.value
@@ -129,6 +141,8 @@ def _differs(need: Need, recorded: list[Any] | None) -> str:
         return "" if stat.S_ISDIR(info.st_mode) else "is not a folder here"
     if not stat.S_ISREG(info.st_mode):
         return "is not a file here"
+    if need.size == UNSIZED:
+        return ""  # appended to: any size will do, as for CRIU
     if info.st_size != need.size:
         return f"is {_size(info.st_size)} here, and was {_size(need.size)}"
     if recorded is None or recorded[1] != need.size or not recorded[3] or recorded[2] == info.st_mtime_ns:
@@ -187,6 +201,9 @@ def _entries(path: Path, message: str) -> Iterator[Any]:
     while at + 4 <= len(data):
         (size,) = struct.unpack_from("<I", data, at)
         entry = cls()
-        entry.ParseFromString(data[at + 4 : at + 4 + size])
+        try:
+            entry.ParseFromString(data[at + 4 : at + 4 + size])
+        except Exception as exc:  # protobuf's DecodeError, whose module is not imported here
+            raise ValueError(f"{path.name} is not a CRIU image") from exc
         at += 4 + size
         yield entry
