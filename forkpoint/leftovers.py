@@ -54,13 +54,16 @@ def share(folder: Path | str) -> int | None:
 
 
 @contextlib.contextmanager
-def exclusive(path: Path | str) -> Iterator[None]:
-    """One process at a time in the block, across processes (waits for the others). The lock
-    file is removed when the block ends, so that one per session secret does not pile up; a
-    waiter that then holds the removed file's lock tries again on the new one."""
+def exclusive(path: Path | str, wait: bool = True) -> Iterator[bool]:
+    """One process at a time in the block, across processes: waits for the others, or with
+    ``wait`` False yields False at once (the block runs without the lock) while one is in it.
+    The lock file is removed when the block ends, so that one per name or secret does not
+    pile up; a process that then holds the removed file's lock tries again on the new one."""
     while True:
-        fd = _lock(path, fcntl.LOCK_EX)
-        assert fd is not None
+        fd = _lock(path, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fd is None:
+            yield False
+            return
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break
@@ -68,7 +71,7 @@ def exclusive(path: Path | str) -> Iterator[None]:
             pass
         os.close(fd)
     try:
-        yield
+        yield True
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

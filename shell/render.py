@@ -15,6 +15,7 @@ from forkpoint.controller.events import Event, Output, Stream
 from forkpoint.errors import ForkpointError
 from forkpoint.shell.messages import death_text, event_style, event_text, hint
 from forkpoint.tree import CheckpointState, CheckpointView, TreeView
+from forkpoint.units import human_bytes
 
 if TYPE_CHECKING:  # the store (hashing, CRIU's formats) only when sessions are listed
     from forkpoint.persist.store import Session
@@ -24,19 +25,8 @@ __all__ = ["Renderer", "human_bytes", "human_age"]
 _STYLES = {"error": "31", "info": "36", "dim": "2", "warn": "33", "bold": "1"}
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
-
-
 def saved_text(saved: Saved) -> str:
-    """'saved [9] and 4 checkpoints of its branch as "x" (2 kept from its last save): 1.2 GB
+    """'saved [9] and 4 checkpoints of its branch as "x" (2 linked from its last save): 1.2 GB
     in 3.1 s', the line both the shell and the notebook give after a save."""
     before = len(saved.kept) - 1
     text = f"saved [{saved.checkpoint}]"
@@ -44,7 +34,8 @@ def saved_text(saved: Saved) -> str:
         text += f" and {before} {'checkpoint' if before == 1 else 'checkpoints'} of its branch"
     text += f' as "{saved.name}"'
     if saved.carried:
-        text += f" ({len(saved.carried)} kept from its last save)"
+        linked = "its last save" if saved.carried_from == saved.name else f'"{saved.carried_from}"'
+        text += f" ({len(saved.carried)} linked from {linked})"
     return f"{text}: {human_bytes(saved.size)} in {saved.seconds:.1f} s"
 
 

@@ -76,7 +76,8 @@ def test_save_quit_sessions_restore_in_a_terminal(tmp_path: Path, isolated: str,
         t.run("state['n'] += 1")
         assert t.run(":rewind -1").strip().startswith("rewound to [")
         assert t.run("state").strip() == "{'n': 1}"
-        assert 'as "again": ' in t.run(":save again")  # a restored process can be saved again
+        # a restored process can be saved again, with the checkpoints still on disk linked
+        assert 'as "again" (' in (said := t.run(":save again")) and ' linked from "nightly"): ' in said, said
         t.finish(":quit")
     finally:
         t.close()

@@ -415,7 +415,9 @@ class Controller:
         before = self._sessions.restored_from() or (self._sessions.previous(name) if replace else None)
         ids = choose_saved(tree, node.id, scope, before.same if before is not None else ())
         nodes = [tree[cid] for cid in ids]
-        return self._sessions.save(name, nodes, "shell", None, progress, progress_every, disk_budget, before)
+        return self._sessions.save(
+            name, nodes, "shell", None, progress, progress_every, disk_budget, before, replace
+        )
 
     def save_script(
         self,

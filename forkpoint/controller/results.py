@@ -50,7 +50,8 @@ class Saved:
     size: int  # bytes on disk
     seconds: float
     kept: list[int]  # every checkpoint it holds, oldest first
-    carried: list[int]  # those taken from the last save of the session, not dumped again
+    carried: list[int]  # those taken from a session on disk, not dumped again
+    carried_from: str = ""  # that session: the last save of this one, or the one restored
 
 
 @dataclass(frozen=True)

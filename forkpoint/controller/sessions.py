@@ -29,7 +29,7 @@ from forkpoint.controller.interrupts import remembered_sigint
 from forkpoint.controller.pool import CheckpointPool
 from forkpoint.controller.results import Saved, SaveProgress
 from forkpoint.controller.supervisor import Supervisor
-from forkpoint.errors import ForkpointError
+from forkpoint.errors import ForkpointError, Reason
 from forkpoint.persist import carry, needs, pages, store
 from forkpoint.persist.criu import TICK, Criu, dump, find_criu, require_privileges, restore, written
 from forkpoint.tree import Checkpoint, CheckpointState
@@ -72,14 +72,15 @@ class SessionKeeper:
         progress_every: float | None = None,
         disk_budget: int | None = None,
         before: carry.Previous | None = None,
+        replace: bool = False,
     ) -> Saved:
         """Dump ``nodes`` as session ``name``, in their order (the first is the one it is saved
         at and restores to; the others are written while ``disk_budget`` allows, the first and
         labelled ones always), each sharing unchanged pages with the nearest one already on
         disk. Those that ``before``, the last save of ``name`` (``previous``), wrote are
         hard-linked from it, not dumped again (``carry``). Built hidden and renamed into
-        place, so it is whole or absent. One save of a name at a time, and never over a
-        session a forkpoint has restored."""
+        place, so it is whole or absent. One save of a name at a time, over a session of that
+        name only if ``replace``, and never over one a forkpoint has restored."""
         self.verified()
         with store.one_writer(name), remembered_sigint() as pressed:
             criu = find_criu()
@@ -87,6 +88,10 @@ class SessionKeeper:
             started = time.monotonic()
             at = nodes[0]
             final = store.sessions_dir() / store.check_name(name)
+            if not replace and store.exists(name):  # under the lock: a save that started meanwhile
+                raise ForkpointError(
+                    f'there is a saved session named "{name}" already.', reason=Reason.SESSION_EXISTS
+                )
             if self._stored is not None and self._stored[0] == final:
                 raise ForkpointError(
                     f"session {name!r} is the one this forkpoint was restored from, and its checkpoints on "
@@ -110,7 +115,7 @@ class SessionKeeper:
                 if n.id not in carried and (n is at or n.alive and _network_socket(n) is None)
             ]
             attach = paths.attach_file(secret, os.getuid())
-            with _attach_turn(Path(attach)), store.build(name) as folder:
+            with _attach_turn(Path(attach)), store.build(name, replace) as folder:
                 root = folder / "images"
                 known: dict[int, dict[str, pages.Index] | None] = {}  # on disk here: id -> indexes
                 for cid in sorted(carried):
@@ -155,7 +160,8 @@ class SessionKeeper:
                 if pressed:  # a Ctrl-C whose KeyboardInterrupt was dropped: the save is still cancelled
                     raise KeyboardInterrupt
             size = store.size_of(store.sessions_dir() / name)
-            return Saved(name, at.id, size, time.monotonic() - started, kept, sorted(carried))
+            source = before.images.parent.name if before is not None and carried else ""
+            return Saved(name, at.id, size, time.monotonic() - started, kept, sorted(carried), source)
 
     def _dump(
         self,

@@ -10,7 +10,8 @@ it pays: a Python heap shrinks about 6x, an array of random floats not at all, a
 zstd only costs time. ``tar -tf`` (or ``tar --zstd -tf``) lists it.
 
 An export writes an unnamed file (O_TMPFILE) that gets its name only once complete, so an
-export that fails, or is killed even with SIGKILL, leaves no part of a file behind.
+export that fails, or is killed even with SIGKILL, leaves no part of a file behind (on file
+systems with O_TMPFILE: tmpfs, ext4, xfs, btrfs).
 """
 
 from __future__ import annotations
@@ -59,18 +60,24 @@ def export(name: str, file: str | None, progress: Progress | None = None) -> Exp
     """Write session ``name`` to ``file`` (default ``./NAME.forkpoint``; ``-``: standard
     output, for a pipe to another machine), replacing it."""
     started = time.monotonic()
-    session, folder = store.load(name)
+    if file == "-" and os.isatty(1):
+        raise ForkpointError(
+            "an archive is binary: it is not written to a terminal.", "give a FILE, or pipe it"
+        )
     target = Path(file if file is not None else f"{name}.forkpoint")
     if file != "-" and target.is_dir():
         target = target / f"{name}.forkpoint"
-    held = leftovers.share(folder)  # no rm of it, and no save over it, while it is read
-    if held is None:
+    folder = store.sessions_dir() / store.check_name(name)
+    # held before it is read, so that no rm of it and no save over it comes between
+    held = leftovers.share(folder) if folder.is_dir() and not folder.is_symlink() else None
+    if held is None and folder.is_dir() and not folder.is_symlink():
         raise ForkpointError(f"session {name!r} is being removed or replaced; try again when that is done.")
     try:
+        session, folder = store.load(name)
         files = [(path, entry) for path, entry in session.images.items()]
         total = sum(max(size, 0) for _, (size, _) in files)
         compress = _pays(folder / "images", files)
-        with _new_file(target) if file != "-" else _stdout() as out:
+        with _destination(file, target) as out:
             sink: BinaryIO = out
             if compress:
                 import zstandard
@@ -92,7 +99,8 @@ def export(name: str, file: str | None, progress: Progress | None = None) -> Exp
     except OSError as exc:
         raise ForkpointError(f"could not write {target}: {exc.strerror or exc}.") from None
     finally:
-        os.close(held)
+        if held is not None:
+            os.close(held)
     return Exported(name, str(target), size, total, compress, time.monotonic() - started)
 
 
@@ -158,10 +166,16 @@ def _add_image(
         tar.addfile(info)
         return
     source = images / path
-    with open(source, "rb") as f:
+    try:
+        f = open(source, "rb")  # noqa: SIM115 - closed below; its errors are the session's, not the target's
+    except OSError as exc:
+        raise ForkpointError(
+            f"session {name!r} is damaged: images/{path} cannot be read ({exc.strerror})."
+        ) from None
+    with f:
         if os.fstat(f.fileno()).st_size != size:
             raise ForkpointError(f"session {name!r} is damaged: images/{path} was truncated or changed.")
-        reader = _Hashing(f, done, total, progress)
+        reader = _Hashing(f, done, total, progress, f"session {name!r} is damaged: images/{path}")
         tar.addfile(_info(f"images/{path}", size, mtime), reader)
     if not reader.same_as(digest):
         raise ForkpointError(store.damaged(name, images, source))
@@ -194,8 +208,10 @@ def _pays(images: Path, files: list[tuple[str, list[Any]]]) -> bool:
 class _Hashing(io.RawIOBase):
     """A file read by tarfile, hashed and counted on the way."""
 
-    def __init__(self, f: IO[bytes], done: list[int], total: int, progress: Progress | None) -> None:
-        self._f, self._done, self._total, self._progress = f, done, total, progress
+    def __init__(
+        self, f: IO[bytes], done: list[int], total: int, progress: Progress | None, what: str
+    ) -> None:
+        self._f, self._done, self._total, self._progress, self._what = f, done, total, progress, what
         self._digest = xxhash.xxh3_128()
         self._told = 0.0
 
@@ -203,7 +219,10 @@ class _Hashing(io.RawIOBase):
         return True
 
     def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
+        try:
+            data = self._f.read(n)
+        except OSError as exc:
+            raise ForkpointError(f"{self._what} cannot be read ({exc.strerror}).") from None
         self._digest.update(data)
         self._done[0] += len(data)
         now = time.monotonic()
@@ -222,14 +241,16 @@ class _Hashing(io.RawIOBase):
 def _new_file(target: Path) -> Iterator[BinaryIO]:
     """A file that appears at ``target`` (replacing what is there) only once the block
     succeeds: written unnamed (O_TMPFILE), so not even a SIGKILL leaves part of it; where the
-    file system has no O_TMPFILE, written under a hidden name removed if the block fails."""
+    file system has no O_TMPFILE, written under a hidden name removed if the block fails (a
+    SIGKILL leaves that one)."""
     folder = target.parent if str(target.parent) else Path(".")
     try:
         fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o600)
         temp: Path | None = None
     except OSError:
         temp = folder / f".{target.name}.partial-{os.getpid()}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, 0o600)
+        temp.unlink(missing_ok=True)  # one a killed export left under a pid used again
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb", buffering=CHUNK) as out:
             yield out
@@ -244,6 +265,24 @@ def _new_file(target: Path) -> Iterator[BinaryIO]:
     finally:
         if temp is not None:
             temp.unlink(missing_ok=True)
+
+
+def _destination(file: str | None, target: Path) -> contextlib.AbstractContextManager[BinaryIO]:
+    """Where the archive goes: a new file put in place when whole; standard output; or, for a
+    target that is there and is no regular file (/dev/null, a FIFO, /dev/fd/N), that file
+    itself, written into: a rename would replace the device or the pipe with a file."""
+    if file == "-":
+        return _stdout()
+    if target.exists() and not target.is_file():
+        return _counted(open(target, "wb", buffering=CHUNK))  # noqa: SIM115 - closed by _counted
+    return _new_file(target)
+
+
+@contextlib.contextmanager
+def _counted(out: BinaryIO) -> Iterator[BinaryIO]:
+    with out:
+        yield cast(BinaryIO, _Counting(out))
+        out.flush()
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import xxhash
 
 from forkpoint import __version__, leftovers, paths
 from forkpoint.channel import private_dir
-from forkpoint.errors import ForkpointError
+from forkpoint.errors import ForkpointError, Reason
 from forkpoint.persist.meta_check import check_meta
 from forkpoint.persist.pages import PARENT_LINK
 
@@ -89,26 +89,26 @@ def check_name(name: str) -> str:
 
 @contextlib.contextmanager
 def one_writer(name: str) -> Iterator[None]:
-    """One save or import of a name at a time, across forkpoints (its lock is kept out of the
-    store): two at once would each build it, and the second rename would replace the first."""
-    locks = private_dir(os.path.join(paths.runtime_root(), "save-locks"))
-    guard = leftovers.try_lock(os.path.join(locks, f"{check_name(name)}.lock"))
-    if guard is None:
-        raise ForkpointError(
-            f"session {name!r} is being saved or imported by another forkpoint; try again when it is done."
-        )
-    try:
+    """One save or import of a name at a time, across forkpoints: two at once would each build
+    it, and the second rename would replace the first. The lock is in the store, the one
+    thing two forkpoints writing the same session share (not their runtime dirs, which
+    $XDG_RUNTIME_DIR or $TMPDIR may set apart: two batch jobs of one user on a shared store)."""
+    with leftovers.exclusive(sessions_dir() / f".{check_name(name)}.writer.lock", wait=False) as mine:
+        if not mine:
+            raise ForkpointError(
+                f"session {name!r} is being saved or imported by another forkpoint; try again when it is "
+                "done."
+            )
         yield
-    finally:
-        os.close(guard)
 
 
 @contextlib.contextmanager
-def build(name: str) -> Iterator[Path]:
+def build(name: str, replace: bool = True) -> Iterator[Path]:
     """A private temp dir to fill; renamed to the session ``name`` when the block succeeds,
-    removed when it fails (the older session of that name, if any, is kept until then). Held
-    by a lock while it is built, so the next forkpoint removes it if this one is killed
-    (``leftovers``)."""
+    removed when it fails (the older session of that name, if any, is kept until then; one
+    is replaced only if ``replace``, and never while a forkpoint has it restored or is
+    exporting it). Held by a lock while it is built, until it has its name, so the next
+    forkpoint removes it if this one is killed (``leftovers``)."""
     root = sessions_dir()
     temp = root / f".{check_name(name)}.saving-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
@@ -116,12 +116,11 @@ def build(name: str) -> Iterator[Path]:
     lock = leftovers.hold(temp)
     try:
         yield temp
-        (temp / leftovers.LOCK).unlink()
         _fsync_tree(temp)
         final = root / name
         old = root / f".{name}.old-{os.getpid()}"
-        if final.exists():
-            final.rename(old)
+        if os.path.lexists(final):
+            _put_aside(name, final, old, replace)
         temp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -129,6 +128,24 @@ def build(name: str) -> Iterator[Path]:
         raise
     finally:
         os.close(lock)
+
+
+def _put_aside(name: str, final: Path, old: Path, replace: bool) -> None:
+    """Move the session ``final`` out of the way of its replacement, or say why not."""
+    if not replace:
+        raise ForkpointError(
+            f'there is a saved session named "{name}" already.', reason=Reason.SESSION_EXISTS
+        )
+    guard = leftovers.try_hold(final)
+    if guard is None:
+        raise ForkpointError(
+            f"session {name!r} is in use (a forkpoint has it restored, or is exporting it); it was not "
+            "replaced."
+        )
+    try:
+        final.rename(old)
+    finally:
+        os.close(guard)
 
 
 def write_meta(folder: Path, session: Session) -> None:

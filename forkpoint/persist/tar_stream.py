@@ -12,9 +12,10 @@ the caller refuses.
 
 from __future__ import annotations
 
+import queue
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO
 
 __all__ = ["Members", "ReadAhead"]
@@ -24,29 +25,53 @@ _PAX_MAX = 1 << 20  # a pax header's records: a path and a size, not a megabyte
 
 
 class ReadAhead:
-    """``readinto`` over ``source``, one chunk ahead on a thread of its own."""
+    """``readinto`` over ``source``, a few chunks ahead on a daemon thread of its own. A
+    daemon: after an error or Ctrl-C its read of a pipe may never return, and must not keep
+    the process from exiting (``close`` does not wait for it)."""
 
     def __init__(self, source: IO[bytes], chunk: int) -> None:
         self._read: Callable[[int], bytes] = source.read
         self._chunk = chunk
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
-        self._next: Future[bytes] = self._pool.submit(self._read, chunk)
+        self._ready: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
         self._data = memoryview(b"")
+        self._ended = False
+        threading.Thread(target=self._run, name="read-ahead", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                got: bytes | BaseException = self._read(self._chunk)
+            except BaseException as exc:  # handed to the reader, raised there
+                got = exc
+            while not self._stop.is_set():
+                try:
+                    self._ready.put(got, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(got, bytes) or not got:
+                return
 
     def readinto(self, out: memoryview) -> int:
         if not self._data:
-            got = self._next.result()
+            if self._ended:
+                return 0
+            got = self._ready.get()
+            if isinstance(got, BaseException):
+                self._ended = True
+                raise got
             if not got:
+                self._ended = True
                 return 0
             self._data = memoryview(got)
-            self._next = self._pool.submit(self._read, self._chunk)
         n = min(len(out), len(self._data))
         out[:n] = self._data[:n]
         self._data = self._data[n:]
         return n
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stop.set()
 
 
 class Members:
@@ -80,6 +105,8 @@ class Members:
             info.linkname = pax.get("linkpath", info.linkname)
             if "size" in pax:
                 info.size = int(pax["size"])
+                if info.size < 0:
+                    raise tarfile.HeaderError("a pax size below 0")
             pax = {}
             if info.type in tarfile.REGULAR_TYPES:
                 self._left, self._padding = info.size, -info.size % _BLOCK

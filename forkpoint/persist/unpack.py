@@ -12,9 +12,11 @@ that fails or is killed leaves nothing (the next forkpoint command sweeps a kill
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import stat
 import sys
 import tarfile
@@ -31,6 +33,7 @@ from forkpoint.errors import ForkpointError
 from forkpoint.persist import store
 from forkpoint.persist.archive import CHUNK, FORMAT, VERSION, ZSTD_MAGIC, Progress
 from forkpoint.persist.tar_stream import Members, ReadAhead
+from forkpoint.units import human_bytes
 
 __all__ = ["Imported", "import_"]
 
@@ -52,6 +55,8 @@ def import_(file: str, name: str | None = None, progress: Progress | None = None
     """Check the archive ``file`` (``-``: standard input) and add its session to the store, as
     ``name`` (default: the name it was saved under). Never replaces a session."""
     started = time.monotonic()
+    if file == "-" and os.isatty(0):
+        raise ForkpointError("import - reads an archive from standard input, which is a terminal here.")
     try:
         raw = os.fdopen(0, "rb", closefd=False) if file == "-" else open(file, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -72,6 +77,8 @@ def import_(file: str, name: str | None = None, progress: Progress | None = None
         ahead = ReadAhead(stream, CHUNK)
         try:
             return _unpack(file, Members(ahead), name, lambda: counted.read_so_far, total, progress, started)
+        except _InputError as exc:
+            raise ForkpointError(f"cannot read {file}: {exc}.") from None
         except garbled as exc:
             raise ForkpointError(f"{file} is damaged: its zstd stream cannot be read ({exc}).") from None
         except (tarfile.TarError, EOFError, ValueError, UnicodeError) as exc:
@@ -92,9 +99,16 @@ class _Counted:
         self.read_so_far = 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
+        try:
+            data = self._f.read(n)
+        except OSError as exc:  # not the store's: told apart from a failed write
+            raise _InputError(exc.strerror or str(exc)) from None
         self.read_so_far += len(data)
         return data
+
+
+class _InputError(Exception):
+    """The archive could not be read (an I/O error, a connection reset)."""
 
 
 def _unpack(
@@ -116,13 +130,20 @@ def _unpack(
         session = store.session_from_meta(meta)
     except (ValueError, KeyError, TypeError) as exc:
         raise ForkpointError(f"{file} is damaged: its meta.json cannot be read ({exc}).") from None
-    _check_session(file, session)
+    _check_session(file, meta, session)
     name = store.check_name(name if name is not None else session.name)
     with store.one_writer(name):
         if store.exists(name):
             raise ForkpointError(
                 f"a session named {name!r} is already in the store; it is left as it is.",
                 f"import it under another name: forkpoint import {file} NEWNAME",
+            )
+        needed = sum(max(size, 0) for size, _ in session.images.values())
+        free = shutil.disk_usage(store.sessions_dir()).free
+        if needed > free:  # before writing, not at ENOSPC: others use that disk too
+            raise ForkpointError(
+                f"the session in {file} takes {human_bytes(needed)}, and the store's disk has "
+                f"{human_bytes(free)} free; nothing was written."
             )
         _build(file, tar, members, name, meta_bytes, dict(session.images), position, total, progress)
     size = store.size_of(store.sessions_dir() / name)
@@ -143,7 +164,7 @@ def _build(
     """The session ``name`` from the rest of the archive: every image meta.json lists, and
     nothing else, each hashed as it is written."""
     told = 0.0
-    with store.build(name) as folder:
+    with store.build(name, replace=False) as folder:
         (folder / "meta.json").write_bytes(meta_bytes)
         (folder / "meta.json").chmod(0o600)
         for member in members:
@@ -180,7 +201,7 @@ def _json_member(file: str, tar: Members, member: tarfile.TarInfo | None, name: 
         raise ForkpointError(f"{file} is not a forkpoint session archive (it does not begin with {name}).")
     try:
         return json.loads(_whole(tar, member))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ForkpointError(f"{file} is damaged: its {name} is not JSON.") from None
 
 
@@ -190,7 +211,7 @@ def _meta_member(file: str, tar: Members, member: tarfile.TarInfo | None) -> tup
     raw = _whole(tar, member)
     try:
         return raw, json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ForkpointError(f"{file} is damaged: its meta.json is not JSON.") from None
 
 
@@ -210,12 +231,15 @@ def _check_manifest(file: str, manifest: Any) -> None:
         )
 
 
-def _check_session(file: str, session: store.Session) -> None:
+def _check_session(file: str, meta: dict[str, Any], session: store.Session) -> None:
+    for field in ("python", "forkpoint", "uid", "secret"):  # optional in a store's old sessions only
+        if field not in meta:
+            raise ForkpointError(f"{file} is damaged: its meta.json has no {field}.")
     here = sys.version.split()[0]
     if session.python != here or session.forkpoint != __version__:
         raise ForkpointError(
-            f"{file} was saved by Python {session.python} and forkpoint {session.forkpoint}; this is "
-            f"Python {here} and forkpoint {__version__}.",
+            f"{file} was saved by Python {session.python[:20]!r} and forkpoint {session.forkpoint[:20]!r}; "
+            f"this is Python {here} and forkpoint {__version__}.",
             "import and restore it where those are the versions",
         )
     if session.uid != os.getuid():
@@ -252,7 +276,12 @@ def _write_member(file: str, tar: Members, member: tarfile.TarInfo, target: Path
     with os.fdopen(fd, "wb", buffering=0) as out:
         while n := tar.readinto(buffer):
             hashed.update(buffer[:n])
-            out.write(buffer[:n])
+            at = 0
+            while at < n:  # a write(2) may write less (a nearly full disk): the rest, or ENOSPC
+                written = out.write(buffer[at:n])
+                if not written:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                at += written
     if not isinstance(digest, str) or not digest.startswith("xxh3:") or hashed.hexdigest() != digest[5:]:
         raise ForkpointError(
             f"{file} is damaged: images/{member.name[len('images/') :]} is not what was saved (its content "
