@@ -124,7 +124,8 @@ class Renderer:
         rows = [("NAME", "SAVED", "SOURCE", "CHECKPOINTS", "SIZE")]
         for s in found:
             saved = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.saved))
-            rows.append((s.name, saved, s.source, str(s.checkpoints), human_bytes(s.size)))
+            source = "".join(c if c.isprintable() else "?" for c in s.source[:60])  # an imported one's
+            rows.append((s.name, saved, source, str(s.checkpoints), human_bytes(s.size)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             self.line("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from terminal import Terminal, command, env_for
 
-from forkpoint.controller import Controller
+from forkpoint.controller import Controller, SaveScope
 from forkpoint.errors import ForkpointError
 from forkpoint.persist import archive, needs, store, unpack
 
@@ -376,3 +376,27 @@ def test_a_large_file_a_session_needs_is_fingerprinted_by_samples(tmp_path: Path
     small = tmp_path / "small.bin"
     small.write_bytes(b"abc")
     assert needs.fingerprint(small, 3) == store.content_hash(small)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a folder to another user")
+def test_an_attach_folder_another_user_took_is_named(tmp_path: Path, isolated: str) -> None:
+    """/tmp/forkpoint-UID is a fixed path (restored processes look there on any machine), so
+    another user may have made it first: a restore names it, in one sentence."""
+    with Controller() as c:
+        c.execute("x = 1")
+        c.save("s", scope=SaveScope.ONLY)
+    root = Path(f"/tmp/forkpoint-{os.getuid()}")
+    root.mkdir(mode=0o700, exist_ok=True)
+    os.chown(root, 4321, 4321)
+    try:
+        said = command(tmp_path, isolated, FORKPOINT, "restore", "s")
+        assert said.returncode == 2, said
+        assert said.stderr.startswith(f"forkpoint: {root} belongs to another user (uid 4321)"), said.stderr
+    finally:
+        os.chown(root, os.getuid(), os.getgid())
+    out = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with Controller(restore="s", stdio=(out, out, out)) as c:
+            assert c.evaluate("x") == (True, "1")
+    finally:
+        os.close(out)

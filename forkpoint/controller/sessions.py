@@ -298,8 +298,15 @@ def _attach_turn(attach: Path) -> Iterator[None]:
     forkpoint at a time uses it: a restore (two at once would swap their processes) or a save
     whose candidates wait for it (one written then would reach them before they are dumped).
     A file left by a forkpoint killed mid-restore is removed first, for the same reason."""
-    private_dir(str(attach.parent.parent))
-    private_dir(str(attach.parent))
+    try:
+        private_dir(str(attach.parent.parent))
+        private_dir(str(attach.parent))
+    except PermissionError:  # another user made it first: the path is fixed, so say whose it is
+        raise ForkpointError(
+            f"{attach.parent.parent} belongs to another user (uid {os.lstat(attach.parent.parent).st_uid}), "
+            "and restored processes look for their controller in it.",
+            "remove it (it holds only the attach files of restores in progress)",
+        ) from None
     with leftovers.exclusive(attach.with_suffix(".lock")):
         attach.unlink(missing_ok=True)
         yield

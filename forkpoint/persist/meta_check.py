@@ -139,6 +139,7 @@ def _fits(value: object, kind: Kind, where: str) -> bool:
             and len(value) == 2
             and isinstance(value[0], int)
             and not isinstance(value[0], bool)
+            and value[0] >= -1
             and (value[1] is None or isinstance(value[1], str))
         )
     if kind == "need":  # [role, size, mtime_ns, hash or ""] (persist.needs.record)
