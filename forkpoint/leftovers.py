@@ -26,6 +26,7 @@ __all__ = ["LOCK", "exclusive", "hold", "in_use", "share", "sweep", "try_hold", 
 LOCK = ".owner.lock"
 _RUNTIME = re.compile(r"^(\d+)-")  # a controller's runtime dir: PID-random
 _PARTIAL = re.compile(r"^\.(.+)\.(saving|old)-(\d+)$")
+_WRITER = re.compile(r"^\..+\.writer\.lock$")  # store.one_writer's, left by a killed save or import
 
 
 def _lock(path: Path | str, how: int) -> int | None:
@@ -118,7 +119,8 @@ def _abandoned(folder: Path) -> bool:
 
 
 def sweep(runtime_root: str, sessions: Path) -> list[str]:
-    """Remove the runtime dirs and partial saves of dead forkpoints; what was removed."""
+    """Remove the runtime dirs, partial saves and writer locks of dead forkpoints; what was
+    removed (dirs; the locks are empty files, not counted)."""
     import shutil
     from pathlib import Path
 
@@ -131,6 +133,10 @@ def sweep(runtime_root: str, sessions: Path) -> list[str]:
                 removed.append(str(folder))
     with contextlib.suppress(OSError):
         for entry in os.scandir(sessions):
+            if _WRITER.match(entry.name) and entry.is_file(follow_symlinks=False):
+                with exclusive(entry.path, wait=False):
+                    pass  # free: removed as the block ends (held: a save is running)
+                continue
             found = _PARTIAL.match(entry.name)
             folder = Path(entry.path)
             if not found or not entry.is_dir(follow_symlinks=False) or not _abandoned(folder):

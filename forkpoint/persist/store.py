@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,13 +94,27 @@ def one_writer(name: str) -> Iterator[None]:
     it, and the second rename would replace the first. The lock is in the store, the one
     thing two forkpoints writing the same session share (not their runtime dirs, which
     $XDG_RUNTIME_DIR or $TMPDIR may set apart: two batch jobs of one user on a shared store)."""
-    with leftovers.exclusive(sessions_dir() / f".{check_name(name)}.writer.lock", wait=False) as mine:
+    lock = sessions_dir() / f".{check_name(name)}.writer.lock"
+    with _writer_lock(lock) as mine:
         if not mine:
             raise ForkpointError(
                 f"session {name!r} is being saved or imported by another forkpoint; try again when it is "
                 "done."
             )
         yield
+
+
+@contextlib.contextmanager
+def _writer_lock(lock: Path) -> Iterator[bool]:
+    """The lock, or False once it has been held elsewhere for half a second: a save or import
+    holds it for seconds, a sweep of one a killed forkpoint left for a moment."""
+    deadline = time.monotonic() + 0.5
+    while True:
+        with leftovers.exclusive(lock, wait=False) as mine:
+            if mine or time.monotonic() > deadline:
+                yield mine
+                return
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager
