@@ -265,8 +265,8 @@ def test_a_damaged_archive_imports_whole_or_is_refused_in_one_sentence(
 
 
 def test_restore_names_what_this_machine_lacks_before_criu_runs(tmp_path: Path, isolated: str) -> None:
-    """A library of the same size but other content, and a data file of another size: each is
-    named in one sentence; put back, the session restores."""
+    """A later CRIU's session, a library of the same size but other content, and a data file
+    of another size: each is named in one sentence; put back, the session restores."""
     library = tmp_path / "libmine.so"
     shutil.copy(_libz(), library)
     data = tmp_path / "data.txt"
@@ -276,6 +276,15 @@ def test_restore_names_what_this_machine_lacks_before_criu_runs(tmp_path: Path, 
         c.execute(f"import ctypes; lib = ctypes.CDLL({str(library)!r}); f = open({str(data)!r}); f.read(3)")
         c.execute(f"log = open({str(log)!r}, 'a'); log.write('saved\\n'); log.flush()")
         c.save("needy")
+    meta_file = store.sessions_dir() / "needy" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "criu": "99.1"}))  # as if dumped by a later CRIU
+    said = command(tmp_path, isolated, FORKPOINT, "restore", "needy")
+    assert said.returncode == 2 and said.stderr.startswith(
+        "forkpoint: session 'needy' was saved with CRIU 99.1, and this machine has the older "
+        f"{meta['criu']}, which is not made to read a later CRIU's images."
+    ), said.stderr
+    meta_file.write_text(json.dumps(meta))
     original = library.read_bytes()
     library.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size, other content
     said = command(tmp_path, isolated, FORKPOINT, "restore", "needy")

@@ -225,7 +225,7 @@ class SessionKeeper:
         deferred = store.check_images(name, folder / "images", session.images, defer_pages=self._lazy)
         if deferred:
             self._verifier = _Verifier(name, folder / "images", deferred)
-        find_criu()
+        needs.check_criu(name, session.criu, find_criu().version)
         require_privileges("restoring a session")
         if session.checkpoint in session.kept:  # the one it brings back first; bring_back checks each
             needs.check(name, folder / "images" / str(session.checkpoint), session.needs)

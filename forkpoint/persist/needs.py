@@ -28,7 +28,7 @@ import xxhash
 from forkpoint.errors import ForkpointError
 from forkpoint.persist.store import content_hash
 
-__all__ = ["Need", "Role", "check", "fingerprint", "needed", "record"]
+__all__ = ["Need", "Role", "check", "check_criu", "fingerprint", "needed", "record"]
 
 _COMMON, _SERVICE = 0x54564319, 0x55105940  # CRIU's first magics: the image's own follows
 UNSIZED = -1  # a file open for appending: CRIU records no size, it grows while the process runs
@@ -107,6 +107,23 @@ def record(needs: dict[str, Need], before: dict[str, list[Any]] | None = None) -
 
         table[path] = [need.role.name, need.size, info.st_mtime_ns, digest]
     return table
+
+
+def check_criu(name: str, recorded: str, here: tuple[int, int]) -> None:
+    """Refuse a restore with a CRIU older than the one that dumped the session: CRIU keeps
+    reading the images of its earlier releases, and promises nothing for later ones, whose new
+    image kinds and fields an older one may fail on half-way (a session made before versions were recorded has
+    none, and is let through)."""
+    try:
+        saved = tuple(int(part) for part in recorded.split(".")[:2])
+    except ValueError:
+        saved = ()
+    if len(saved) == 2 and saved > here:
+        raise ForkpointError(
+            f"session {name!r} was saved with CRIU {recorded}, and this machine has the older "
+            f"{here[0]}.{here[1]}, which is not made to read a later CRIU's images.",
+            f"restore it with CRIU {recorded} or newer (make install fetches 4.1 into the venv)",
+        )
 
 
 def check(name: str, images: Path, table: dict[str, list[Any]]) -> None:
