@@ -7,10 +7,12 @@ holds the PIDs its processes had. Each test runs under the leak check.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -409,3 +411,45 @@ def test_an_attach_folder_another_user_took_is_named(tmp_path: Path, isolated: s
             assert c.evaluate("x") == (True, "1")
     finally:
         os.close(out)
+
+
+def test_an_export_killed_while_it_writes_leaves_no_part_of_a_file(tmp_path: Path, isolated: str) -> None:
+    """SIGKILLed mid-write, an export leaves nothing at its target (the file has no name until
+    whole), and a hidden partial file a killed export left where O_TMPFILE is missing, its pid
+    gone, is removed by the next export to the same file."""
+    with Controller() as c:
+        c.execute("import numpy as np; a = np.random.default_rng(0).random(60_000_000)")  # 480 MB
+        c.save("big")
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "big.forkpoint"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (out / f".big.forkpoint.partial-{gone.pid}").write_bytes(b"the start of an archive")
+    (out / ".big.forkpoint.partial-1").write_bytes(b"a live pid's")  # init's: never taken
+
+    export = subprocess.Popen(
+        [FORKPOINT, "export", "big", str(target)],
+        env=env_for(tmp_path, isolated),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def writing() -> bool:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{export.pid}/fd").iterdir():
+                if os.readlink(fd).startswith(f"{out}/") and fd.stat().st_size > 8 << 20:
+                    return True
+        return False
+
+    try:
+        assert wait_until(writing, timeout=60), "the export never wrote 8 MiB"
+    finally:
+        export.kill()
+        export.wait()
+    assert sorted(p.name for p in out.iterdir()) == [".big.forkpoint.partial-1"]
+    done = command(tmp_path, isolated, FORKPOINT, "export", "big", str(target))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".big.forkpoint.partial-1", "big.forkpoint"]
+    assert command(tmp_path, isolated, FORKPOINT, "import", str(target), "again").returncode == 0

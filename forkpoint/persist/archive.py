@@ -11,12 +11,14 @@ zstd only costs time. ``tar -tf`` (or ``tar --zstd -tf``) lists it.
 
 An export writes an unnamed file (O_TMPFILE) that gets its name only once complete, so an
 export that fails, or is killed even with SIGKILL, leaves no part of a file behind (on file
-systems with O_TMPFILE: tmpfs, ext4, xfs, btrfs).
+systems with O_TMPFILE: tmpfs, ext4, xfs, btrfs; elsewhere the next export to the same file
+removes what a killed one left).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -242,14 +244,14 @@ def _new_file(target: Path) -> Iterator[BinaryIO]:
     """A file that appears at ``target`` (replacing what is there) only once the block
     succeeds: written unnamed (O_TMPFILE), so not even a SIGKILL leaves part of it; where the
     file system has no O_TMPFILE, written under a hidden name removed if the block fails (a
-    SIGKILL leaves that one)."""
+    SIGKILL leaves that one, for the next export to the same file to remove)."""
     folder = target.parent if str(target.parent) else Path(".")
+    _sweep_partials(folder, target.name)
     try:
         fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o600)
         temp: Path | None = None
     except OSError:
         temp = folder / f".{target.name}.partial-{os.getpid()}"
-        temp.unlink(missing_ok=True)  # one a killed export left under a pid used again
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb", buffering=CHUNK) as out:
@@ -258,13 +260,23 @@ def _new_file(target: Path) -> Iterator[BinaryIO]:
             os.fsync(out.fileno())
             if temp is None:
                 temp = folder / f".{target.name}.partial-{os.getpid()}"
-                temp.unlink(missing_ok=True)
                 _name(out.fileno(), temp)
             temp.rename(target)
             temp = None
     finally:
         if temp is not None:
             temp.unlink(missing_ok=True)
+
+
+def _sweep_partials(folder: Path, name: str) -> None:
+    """Remove the hidden partial files of this target that killed exports left (on a file
+    system without O_TMPFILE, or killed between naming the file and renaming it): those whose
+    pid is gone or is this one's. A live pid keeps its file, whoever holds the pid now."""
+    for stale in folder.glob(f".{glob.escape(name)}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}")):
+            with contextlib.suppress(OSError):  # another export's sweep was first, or not ours
+                stale.unlink()
 
 
 def _destination(file: str | None, target: Path) -> contextlib.AbstractContextManager[BinaryIO]:
