@@ -123,6 +123,7 @@ class SessionKeeper:
                     carry.link_images(before.images / str(cid), root / str(cid))
                     known[cid] = None  # read when a dump shares with it
                 dumped: list[int] = []
+                optional: list[int] = []  # dumped, and given up first if over the budget
                 for index, node in enumerate(fresh, 1):
                     images = root / str(node.id)
                     self._dump(
@@ -142,21 +143,31 @@ class SessionKeeper:
                     previous = None if near is None else (root / str(near), known[near] or {})
                     known[node.id] = pages.share_or_index(images, previous)
                     dumped.append(node.id)
-                    kept_anyway = node is at or node.label is not None
-                    if disk_budget is not None and not kept_anyway and store.size_of(folder) > disk_budget:
-                        shutil.rmtree(images)  # the newest on disk: nothing reads pages from it yet
-                        dumped.pop()
-                        del known[node.id]
+                    if node is not at and node.label is None:
+                        optional.append(node.id)
+                        if disk_budget is not None and store.size_of(folder) > disk_budget:
+                            shutil.rmtree(images)  # the newest on disk: nothing reads pages from it yet
+                            dumped.pop()
+                            optional.pop()
+                            break
+                images_known = before.manifest_of(carried) if before else None
+                while True:
+                    kept = sorted(carried | set(dumped))
+                    session = store.Session(name, time.time(), source, at.id, len(kept), secret=secret)
+                    ordered = sorted(every.values(), key=lambda n: n.id)
+                    session.tree = [n.to_meta() for n in ordered if n.id <= max(kept)]
+                    session.kept, session.script = kept, script
+                    session.images = images_known = store.manifest(root, images_known)
+                    session.needs = _needs(root, kept, before.session.needs if before else None)
+                    session.criu = "{}.{}".format(*criu.version)
+                    store.write_meta(folder, session)
+                    # meta.json counts too: if the record passes the budget, the newest optional one goes
+                    over = disk_budget is not None and store.size_of(folder) > disk_budget
+                    if not (over and optional and optional[-1] == dumped[-1]):
                         break
-                kept = sorted(carried | set(dumped))
-                top = max(kept)
-                tree = [n.to_meta() for n in sorted(every.values(), key=lambda n: n.id) if n.id <= top]
-                session = store.Session(name, time.time(), source, at.id, len(kept), tree=tree, secret=secret)
-                session.kept, session.script = kept, script
-                session.images = store.manifest(root, before.manifest_of(carried) if before else None)
-                session.needs = _needs(root, kept, before.session.needs if before else None)
-                session.criu = "{}.{}".format(*criu.version)
-                store.write_meta(folder, session)
+                    (folder / "meta.json").unlink()
+                    shutil.rmtree(root / str(dumped.pop()))
+                    optional.pop()
                 if pressed:  # a Ctrl-C whose KeyboardInterrupt was dropped: the save is still cancelled
                     raise KeyboardInterrupt
             size = store.size_of(store.sessions_dir() / name)
