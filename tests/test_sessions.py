@@ -485,6 +485,22 @@ def test_a_save_keeps_what_it_is_told_and_what_the_disk_budget_allows(tmp_path: 
         assert caught.value.message == said
 
 
+def test_a_disk_budget_counts_the_sessions_record(tmp_path: Path, isolated: str) -> None:
+    """meta.json, which keeps every input's source, counts against the budget: here the 12 MB
+    source of one input would let a third checkpoint's images in if only images counted."""
+    with Controller() as c:
+        c.execute("import numpy as np; a = np.zeros(2**20)")
+        c.execute("n = 0  # " + "x" * (12 << 20))
+        for i in range(1, 7):
+            c.execute(f"a[:] = {i}")  # [3]..[8], each 8 MB of its own
+        only = c.save("only", scope=SaveScope.ONLY)
+        budget = only.size + 2 * (8 << 20) + (5 << 20)
+        some = c.save("some", disk_budget=budget)
+        record = (tmp_path / "data" / "forkpoint" / "sessions" / "some" / "meta.json").stat().st_size
+        assert record > 12 << 20 and some.size <= budget, (record, some.size, budget)
+        assert some.kept == [6, 7, 8], some.kept
+
+
 def test_a_lazy_restore_gives_back_the_same_state(tmp_path: Path) -> None:
     """With --lazy, CRIU's lazy-pages daemon fills the memory as it is touched; the state is
     the same, a restored session works as a live one, and the daemon ends with the tool. The
