@@ -123,7 +123,6 @@ class SessionKeeper:
                     carry.link_images(before.images / str(cid), root / str(cid))
                     known[cid] = None  # read when a dump shares with it
                 dumped: list[int] = []
-                optional: list[int] = []  # dumped, and given up first if over the budget
                 for index, node in enumerate(fresh, 1):
                     images = root / str(node.id)
                     self._dump(
@@ -143,18 +142,15 @@ class SessionKeeper:
                     previous = None if near is None else (root / str(near), known[near] or {})
                     known[node.id] = pages.share_or_index(images, previous)
                     dumped.append(node.id)
-                    if node is not at and node.label is None:
-                        optional.append(node.id)
-                        if disk_budget is not None and store.size_of(folder) > disk_budget:
-                            shutil.rmtree(images)  # the newest on disk: nothing reads pages from it yet
-                            dumped.pop()
-                            optional.pop()
-                            break
+                    if _optional(every, at, node.id) and _over(folder, disk_budget):
+                        shutil.rmtree(images)  # the newest on disk: nothing reads pages from it yet
+                        dumped.pop()
+                        break
                 images_known = before.manifest_of(carried) if before else None
+                ordered = sorted(every.values(), key=lambda n: n.id)
                 while True:
                     kept = sorted(carried | set(dumped))
                     session = store.Session(name, time.time(), source, at.id, len(kept), secret=secret)
-                    ordered = sorted(every.values(), key=lambda n: n.id)
                     session.tree = [n.to_meta() for n in ordered if n.id <= max(kept)]
                     session.kept, session.script = kept, script
                     session.images = images_known = store.manifest(root, images_known)
@@ -162,12 +158,10 @@ class SessionKeeper:
                     session.criu = "{}.{}".format(*criu.version)
                     store.write_meta(folder, session)
                     # meta.json counts too: if the record passes the budget, the newest optional one goes
-                    over = disk_budget is not None and store.size_of(folder) > disk_budget
-                    if not (over and optional and optional[-1] == dumped[-1]):
+                    if not (dumped and _optional(every, at, dumped[-1]) and _over(folder, disk_budget)):
                         break
                     (folder / "meta.json").unlink()
                     shutil.rmtree(root / str(dumped.pop()))
-                    optional.pop()
                 if pressed:  # a Ctrl-C whose KeyboardInterrupt was dropped: the save is still cancelled
                     raise KeyboardInterrupt
             size = store.size_of(store.sessions_dir() / name)
@@ -291,6 +285,16 @@ class SessionKeeper:
         )
         socket.send_fds(arrival.channel.sock, [b"F"], list(self._stdio()))
         self._pool.adopt(node, int(arrival.hello["pid"]), arrival.channel)
+
+
+def _optional(every: dict[int, Checkpoint], at: Checkpoint, cid: int) -> bool:
+    """Whether a save may leave checkpoint ``cid`` out for its disk budget: all but the one
+    saved at and labelled ones."""
+    return cid != at.id and every[cid].label is None
+
+
+def _over(folder: Path, disk_budget: int | None) -> bool:
+    return disk_budget is not None and store.size_of(folder) > disk_budget
 
 
 def _needs(root: Path, kept: list[int], before: dict[str, list[object]] | None) -> dict[str, list[object]]:
